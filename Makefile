@@ -1,0 +1,40 @@
+# The README's two commands: `make train` and `make test`. Both set themselves up.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+ARGS ?=
+
+.PHONY: install train test test-all lint format clean notebooks
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## train and test a model on the embedded synthetic set (CPU, a few minutes); ARGS= adds overrides
+train: $(STAMP)
+	$(BIN)/dermlit-train $(ARGS)
+
+## the fast test tier (no `slow` tests)
+test: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+
+## every test, slow ones included
+test-all: $(STAMP)
+	$(BIN)/python -m pytest $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check dermlit tests benchmarks
+	$(BIN)/ruff format --check dermlit tests benchmarks
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix dermlit tests benchmarks
+	$(BIN)/ruff format dermlit tests benchmarks
+
+clean:
+	rm -rf outputs .cache .pytest_cache .ruff_cache build *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,1 @@
+"""Data: sources, validation, splits, decoded-image cache, samplers and the DataModule."""

@@ -1,0 +1,87 @@
+"""Decoded, resized uint8 images in one memory-mapped array, built once per (source, size).
+
+Epochs after the first and later runs decode no JPEG: a ``(N, S, S, 3)`` uint8 ``.npy`` file is
+opened with ``mmap_mode='r'``. Its name carries a fingerprint of the image files (ids, paths,
+sizes, mtimes) and the preprocessing, so any change to the source builds a new cache.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from dermlit.data.sources.ham10000 import fingerprint_files
+
+log = logging.getLogger(__name__)
+PREPROCESS_VERSION = 1
+
+
+def load_square(path: str | os.PathLike, size: int) -> np.ndarray:
+    """Resize the shorter side to ``size`` and centre-crop to a square (DESIGN.md contract)."""
+    with Image.open(path) as img:
+        img.draft("RGB", (size, size))  # lets the JPEG decoder downscale cheaply
+        img = img.convert("RGB")
+        w, h = img.size
+        scale = size / min(w, h)
+        new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
+        img = img.resize((new_w, new_h), Image.Resampling.BILINEAR, reducing_gap=2.0)
+        left, top = (new_w - size) // 2, (new_h - size) // 2
+        return np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
+
+
+class ImageCache:
+    """The decoded images of one index table at one size; ``bad`` holds undecodable ids."""
+
+    def __init__(self, path: Path, image_ids: list[str], bad: dict[str, str]) -> None:
+        self.path = path
+        self.array = np.load(path, mmap_mode="r")
+        self.image_ids = image_ids
+        self.bad = bad
+        self.row_of = {image_id: i for i, image_id in enumerate(image_ids)}
+
+    @classmethod
+    def build_or_load(
+        cls, df: pd.DataFrame, size: int, cache_dir: str | os.PathLike, workers: int = 4
+    ) -> ImageCache:
+        cache_dir = Path(cache_dir)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        key = f"{fingerprint_files(df)}-{size}px-v{PREPROCESS_VERSION}"
+        array_path, meta_path = cache_dir / f"{key}.npy", cache_dir / f"{key}.json"
+        if array_path.is_file() and meta_path.is_file():
+            meta = json.loads(meta_path.read_text())
+            log.info("Image cache hit: %s", array_path)
+            return cls(array_path, meta["image_ids"], meta["bad"])
+        log.info("Decoding %d images at %d px into %s", len(df), size, array_path)
+        image_ids = df["image_id"].astype(str).tolist()
+        tmp = array_path.with_suffix(f".tmp{os.getpid()}.npy")
+        array = np.lib.format.open_memmap(
+            tmp, mode="w+", dtype=np.uint8, shape=(len(df), size, size, 3)
+        )
+        bad: dict[str, str] = {}
+
+        def decode(i_path: tuple[int, str]) -> None:
+            i, path = i_path
+            try:
+                array[i] = load_square(path, size)
+            except (OSError, ValueError, SyntaxError) as err:  # corrupt/truncated/not an image
+                bad[image_ids[i]] = f"{type(err).__name__}: {err}"
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(decode, enumerate(df["path"].astype(str))))
+        array.flush()
+        del array
+        os.replace(tmp, array_path)
+        meta_tmp = meta_path.with_suffix(f".tmp{os.getpid()}")
+        meta_tmp.write_text(json.dumps({"image_ids": image_ids, "bad": bad, "size": size}))
+        os.replace(meta_tmp, meta_path)
+        return cls(array_path, image_ids, bad)
+
+    def rows(self, image_ids: pd.Series) -> np.ndarray:
+        return np.fromiter((self.row_of[i] for i in image_ids.astype(str)), dtype=np.int64)

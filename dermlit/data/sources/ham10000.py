@@ -1,0 +1,81 @@
+"""The official HAM10000 layout: ``HAM10000_metadata.csv`` plus one or more image folders."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from dermlit.data.validation import ValidationReport, check_index
+
+METADATA_FILE = "HAM10000_metadata.csv"
+IMAGE_DIRS = ("HAM10000_images_part_1", "HAM10000_images_part_2", "images")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+REQUIRED_COLUMNS = ("lesion_id", "image_id", "dx")
+
+
+class HAM10000Source:
+    """Reads ``root/HAM10000_metadata.csv`` and finds each ``image_id`` in the image folders.
+
+    Images may lie in ``HAM10000_images_part_1/``, ``HAM10000_images_part_2/`` (as downloaded
+    from the Harvard Dataverse) or ``images/``.
+    """
+
+    name = "ham10000"
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root).expanduser()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(root={str(self.root)!r})"
+
+    def _image_paths(self) -> dict[str, Path]:
+        found: dict[str, Path] = {}
+        for sub in IMAGE_DIRS:
+            folder = self.root / sub
+            if not folder.is_dir():
+                continue
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    stem, suffix = os.path.splitext(entry.name)
+                    if suffix.lower() in IMAGE_SUFFIXES:
+                        found.setdefault(stem, Path(entry.path))
+        return found
+
+    def load(self) -> tuple[pd.DataFrame, ValidationReport]:
+        """The index table and its metadata validation report (nothing decoded yet)."""
+        meta_path = self.root / METADATA_FILE
+        if not meta_path.is_file():
+            raise FileNotFoundError(
+                f"HAM10000 metadata not found: {meta_path}. Expected the official layout "
+                f"({METADATA_FILE} plus {' or '.join(IMAGE_DIRS)}/); set data.source.root."
+            )
+        meta = pd.read_csv(meta_path, dtype={"lesion_id": str, "image_id": str, "dx": str})
+        missing_cols = [c for c in REQUIRED_COLUMNS if c not in meta.columns]
+        if missing_cols:
+            raise ValueError(
+                f"{meta_path} lacks column(s) {missing_cols}; has {list(meta.columns)}"
+            )
+        paths = self._image_paths()
+        default_dir = self.root / IMAGE_DIRS[-1]
+        df = meta.rename(columns={"dx": "label"})
+        df["label"] = df["label"].str.strip().str.lower()
+        df["path"] = [str(paths.get(i, default_dir / f"{i}.jpg")) for i in df["image_id"]]
+        df["lesion_id"] = df["lesion_id"].fillna(df["image_id"])
+        front = ["image_id", "path", "label", "lesion_id"]
+        df = df[front + [c for c in df.columns if c not in front]]
+        return df, check_index(df, f"{self.name} at {self.root}")
+
+
+def fingerprint_files(df: pd.DataFrame) -> str:
+    """A hash of ids, paths, sizes and modification times: changes when any image changes."""
+    h = hashlib.sha256()
+    for image_id, path in df[["image_id", "path"]].itertuples(index=False):
+        try:
+            st = os.stat(path)
+            h.update(f"{image_id}|{path}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{image_id}|{path}|missing\n".encode())
+    return h.hexdigest()[:16]

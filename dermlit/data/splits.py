@@ -1,0 +1,75 @@
+"""Lesion-grouped, class-stratified splits: no lesion in two splits, every class in every split.
+
+scikit-learn's ``StratifiedGroupKFold`` gives k equal folds, not arbitrary fractions such as
+70/15/15, so we assign whole lesions per class with a seeded shuffle instead.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+SPLITS = ("train", "val", "test")
+
+
+class SplitError(ValueError):
+    """A split cannot be made as configured (e.g. a class would be empty in a split)."""
+
+
+def lesion_labels(df: pd.DataFrame) -> pd.Series:
+    """The label of each lesion: its most frequent image label (ties: first in class order)."""
+    counts = df.groupby(["lesion_id", "label"]).size().rename("n").reset_index()
+    counts = counts.sort_values(["lesion_id", "n", "label"], ascending=[True, False, True])
+    return counts.drop_duplicates("lesion_id").set_index("lesion_id")["label"]
+
+
+def grouped_stratified_split(
+    df: pd.DataFrame, val_fraction: float = 0.15, test_fraction: float = 0.15, seed: int = 0
+) -> pd.Series:
+    """A ``split`` value (train/val/test) per row of ``df``.
+
+    Per class, lesions are shuffled (seeded) and assigned in order so that the cumulative share
+    of that class's *images* reaches the train, val and test fractions. Raises
+    :class:`SplitError` naming the class and split when a split would get no image of a class.
+    """
+    if not 0 < val_fraction < 1 or not 0 < test_fraction < 1 or val_fraction + test_fraction >= 1:
+        raise SplitError(f"bad split fractions: val={val_fraction}, test={test_fraction}")
+    rng = np.random.default_rng(seed)
+    per_lesion = df.groupby("lesion_id").size()
+    labels = lesion_labels(df)
+    bounds = np.array([1 - val_fraction - test_fraction, 1 - test_fraction])
+    assignment: dict[str, str] = {}
+    for label in sorted(labels.unique()):
+        lesions = labels.index[labels == label].to_numpy()
+        lesions = lesions[rng.permutation(len(lesions))]
+        sizes = per_lesion.loc[lesions].to_numpy()
+        # midpoint of each lesion's block of images decides its split
+        mid = (np.cumsum(sizes) - sizes / 2) / sizes.sum()
+        which = np.searchsorted(bounds, mid, side="right")
+        which = _fill_empty_splits(which, sizes, label)
+        assignment.update(zip(lesions, (SPLITS[i] for i in which), strict=True))
+    return df["lesion_id"].map(assignment).rename("split")
+
+
+def _fill_empty_splits(which: np.ndarray, sizes: np.ndarray, label: str) -> np.ndarray:
+    """A rare class with few lesions can miss a split by rounding: move into each empty split
+    the smallest lesion of the split that has the most lesions (the class keeps >= 1 per split)."""
+    which = which.copy()
+    for empty in range(len(SPLITS)):
+        if np.any(which == empty):
+            continue
+        donor = np.bincount(which, minlength=len(SPLITS)).argmax()
+        candidates = np.flatnonzero(which == donor)
+        if len(candidates) < 2:
+            raise SplitError(
+                f"class {label!r} has no image in the {SPLITS[empty]} split "
+                f"({len(which)} lesion(s), {sizes.sum()} image(s) in all): "
+                "a class needs at least 3 lesions; use more data"
+            )
+        which[candidates[np.argmin(sizes[candidates])]] = empty
+    return which
+
+
+def split_table(df: pd.DataFrame) -> pd.DataFrame:
+    """The ``splits.csv`` content: one row per image with its lesion, label and split."""
+    return df[["image_id", "lesion_id", "label", "split"]].copy()

@@ -1,0 +1,102 @@
+"""Checks an index table before training, so bad input is named instead of silently lost.
+
+Every problem is reported with the offending ids (the first few and the count). The policy is
+``raise`` (default: a :class:`DataValidationError` listing every problem) or ``skip`` (drop the
+offending rows, log them, keep them in :attr:`ValidationReport.skipped` for the run directory).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+
+from dermlit.constants import CLASSES
+
+log = logging.getLogger(__name__)
+
+OnError = Literal["raise", "skip"]
+SHOWN_IDS = 5
+
+
+class DataValidationError(ValueError):
+    """Raised when a dataset fails validation and the policy is ``raise``."""
+
+
+def describe_ids(ids: Iterable[str], shown: int = SHOWN_IDS) -> str:
+    """``"3 (a, b, c)"`` or ``"12 (a, b, c, d, e, ...)"``: the count and the first few ids."""
+    ids = list(ids)
+    head = ", ".join(str(i) for i in ids[:shown])
+    more = ", ..." if len(ids) > shown else ""
+    return f"{len(ids)} ({head}{more})"
+
+
+@dataclass
+class ValidationReport:
+    """Problems found in one dataset, by kind: ``{kind: [(image_id, detail), ...]}``."""
+
+    dataset: str
+    problems: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+
+    def add(self, kind: str, image_id: str, detail: str = "") -> None:
+        self.problems.setdefault(kind, []).append((str(image_id), detail))
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def bad_ids(self) -> set[str]:
+        return {i for rows in self.problems.values() for i, _ in rows}
+
+    def message(self) -> str:
+        lines = [f"{self.dataset}: {len(self.bad_ids)} image(s) failed validation"]
+        for kind, rows in self.problems.items():
+            shown = [f"{i}: {d}" if d else i for i, d in rows]
+            lines.append(f"  - {kind}: {describe_ids(shown)}")
+        lines.append("  Fix the data, or set data.on_error=skip to drop these images (logged).")
+        return "\n".join(lines)
+
+    @property
+    def skipped(self) -> pd.DataFrame:
+        rows = [(i, k, d) for k, v in self.problems.items() for i, d in v]
+        return pd.DataFrame(rows, columns=["image_id", "problem", "detail"])
+
+
+def check_index(df: pd.DataFrame, dataset: str) -> ValidationReport:
+    """Metadata checks that need no decoding: unknown labels, duplicate ids, missing files."""
+    report = ValidationReport(dataset)
+    unknown = ~df["label"].isin(CLASSES)
+    for image_id, label in df.loc[unknown, ["image_id", "label"]].itertuples(index=False):
+        report.add("unknown label", image_id, repr(label))
+    dup = df["image_id"].duplicated(keep="first")
+    for image_id in df.loc[dup, "image_id"]:
+        report.add("duplicate image_id", image_id)
+    for image_id, path in df[["image_id", "path"]].itertuples(index=False):
+        if not Path(path).is_file():
+            report.add("missing image file", image_id, str(path))
+    return report
+
+
+def apply_policy(df: pd.DataFrame, report: ValidationReport, on_error: OnError) -> pd.DataFrame:
+    """Raise with the full report, or drop the offending rows and log what was dropped."""
+    if report.ok:
+        return df
+    if on_error == "raise":
+        raise DataValidationError(report.message())
+    if on_error != "skip":
+        raise ValueError(f"data.on_error must be 'raise' or 'skip', got {on_error!r}")
+    log.warning("Skipping invalid images:\n%s", report.message())
+    keep = ~df["image_id"].astype(str).isin(report.bad_ids)
+    # a duplicated id is bad, but its first occurrence is kept
+    dup_first = df["image_id"].isin([i for i, _ in report.problems.get("duplicate image_id", [])])
+    keep |= dup_first & ~df["image_id"].duplicated(keep="first")
+    other_bad = {
+        i for k, rows in report.problems.items() if k != "duplicate image_id" for i, _ in rows
+    }
+    keep &= ~df["image_id"].astype(str).isin(other_bad)
+    return df.loc[keep].reset_index(drop=True)

@@ -1,0 +1,1 @@
+"""Models: the timm backbone factory and the DermClassifier LightningModule."""

@@ -1,0 +1,145 @@
+"""DermClassifier: a timm backbone trained with manual optimization and epoch-level metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import WeightAveraging
+from torch import Tensor, nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassF1Score,
+    MulticlassRecall,
+)
+
+from dermlit.constants import NUM_CLASSES
+from dermlit.optim.base import Optimization, has_nonfinite, step_schedulers
+
+
+def classification_metrics(prefix: str) -> MetricCollection:
+    """Epoch-accumulated macro-F1, balanced accuracy (macro recall) and accuracy."""
+    return MetricCollection(
+        {
+            "macro_f1": MulticlassF1Score(NUM_CLASSES, average="macro"),
+            "balanced_accuracy": MulticlassRecall(NUM_CLASSES, average="macro"),
+            "accuracy": MulticlassAccuracy(NUM_CLASSES, average="micro"),
+        },
+        prefix=prefix,
+    )
+
+
+class DermClassifier(L.LightningModule):
+    """Images arrive as uint8 HWC; ``on_after_batch_transfer`` converts them on the device,
+    augments (training only, in [0, 1]) and normalises, so both SAM passes see one batch.
+
+    The loss is built in ``setup`` from the datamodule's TRAIN class counts.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        optim: Optimization,
+        loss: Callable[..., nn.Module] | None = None,
+        augment: nn.Module | None = None,
+        mean: Sequence[float] = (0.485, 0.456, 0.406),
+        std: Sequence[float] = (0.229, 0.224, 0.225),
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.backbone = backbone
+        self.optim = optim
+        self.loss_factory = loss
+        self.augment = augment if augment is not None else nn.Identity()
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.channels_last = channels_last
+        self.criterion: nn.Module = nn.CrossEntropyLoss()
+        self.val_metrics = classification_metrics("val/")
+        self.test_metrics = classification_metrics("test/")
+        self.test_outputs: list[tuple[Tensor, Tensor]] = []
+        if channels_last:
+            self.backbone = self.backbone.to(memory_format=torch.channels_last)
+
+    # ------------------------------------------------------------------ set-up
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if self.loss_factory is not None and datamodule is not None:
+            self.criterion = self.loss_factory(class_counts=datamodule.class_counts)
+
+    def configure_optimizers(self):
+        return self.optim.configure(self)
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["dermlit_optim"] = self.optim.state_dict()  # e.g. LookSAM's g_v
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.optim.load_state_dict(checkpoint.get("dermlit_optim", {}))
+        # A checkpoint written with EMA holds the average in "state_dict" and the trained weights
+        # in "current_model_state"; resuming fit WITHOUT the EMA callback must train the latter.
+        trainer = self._trainer
+        averaging = any(isinstance(c, WeightAveraging) for c in getattr(trainer, "callbacks", []))
+        fitting = trainer is not None and trainer.state.fn == "fit"
+        if "current_model_state" in checkpoint and not averaging and fitting:
+            checkpoint["state_dict"] = checkpoint["current_model_state"]
+
+    # ------------------------------------------------------------------ data on device
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        images, targets = batch
+        x = images.permute(0, 3, 1, 2).float().div_(255.0)
+        if self.trainer is not None and self.trainer.training:
+            x = self.augment(x)
+        x = (x - self.mean) / self.std
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, targets
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.backbone(x)
+
+    # ------------------------------------------------------------------ training
+    def on_train_epoch_start(self) -> None:
+        if hasattr(self.criterion, "set_epoch"):
+            self.criterion.set_epoch(self.current_epoch)
+
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        images, targets = batch
+        loss = self.optim.step(self, images, targets, batch_idx)
+        if has_nonfinite(loss):
+            raise FloatingPointError(
+                f"non-finite training loss ({loss.item()}) at epoch {self.current_epoch}, "
+                f"batch {batch_idx}, global step {self.global_step}: lower the learning rate, "
+                "enable optim.grad_clip_norm, or check the input data"
+            )
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        if self.optim.interval == "epoch":
+            step_schedulers(self)
+
+    # ------------------------------------------------------------------ evaluation
+    def validation_step(self, batch, batch_idx: int) -> None:
+        images, targets = batch
+        logits = self(images)
+        self.log("val/loss", self.criterion(logits, targets), on_epoch=True, prog_bar=False)
+        self.val_metrics.update(logits, targets)
+        self.log_dict(self.val_metrics, on_epoch=True, prog_bar=True)
+
+    def on_test_epoch_start(self) -> None:
+        self.test_outputs = []
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        images, targets = batch
+        logits = self(images)
+        self.test_metrics.update(logits, targets)
+        self.log_dict(self.test_metrics, on_epoch=True)
+        self.test_outputs.append((logits.float().cpu(), targets.cpu()))
+
+    def predict_step(self, batch, batch_idx: int) -> tuple[Tensor, Tensor]:
+        images, targets = batch
+        return self(images).float(), targets

@@ -1,0 +1,95 @@
+"""One optimisation step under Lightning's manual optimization.
+
+Lightning's automatic loop cannot run two forward-backward passes per step (SAM), so
+``DermClassifier`` sets ``automatic_optimization = False`` and delegates each training batch to
+an :class:`Optimization` from the ``optim/`` config group. Manual optimization makes
+``Trainer(gradient_clip_val=, accumulate_grad_batches=)`` raise, so both live here instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+if TYPE_CHECKING:
+    from dermlit.models.classifier import DermClassifier
+
+
+@dataclass
+class Optimization:
+    """A base optimizer (any ``torch.optim`` class, as a partial), an LR schedule and the step.
+
+    ``interval`` says whether the scheduler steps per optimizer step or per epoch.
+    ``accumulate_grad_batches`` sums gradients over that many batches before a step.
+    """
+
+    optimizer: Callable[..., Optimizer]
+    scheduler: Callable[..., Any] | None = None
+    interval: Literal["step", "epoch"] = "epoch"
+    grad_clip_norm: float | None = None
+    accumulate_grad_batches: int = 1
+
+    def __post_init__(self) -> None:
+        if self.interval not in ("step", "epoch"):
+            raise ValueError(f"optim.interval must be 'step' or 'epoch', got {self.interval!r}")
+        if self.accumulate_grad_batches < 1:
+            raise ValueError("optim.accumulate_grad_batches must be >= 1")
+
+    def configure(self, module: DermClassifier) -> dict:
+        params = [p for p in module.parameters() if p.requires_grad]
+        optimizer = self.optimizer(params)
+        if self.scheduler is None:
+            return {"optimizer": optimizer}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": self.scheduler(optimizer), "interval": self.interval},
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Update-rule state beyond the base optimizer (e.g. LookSAM's g_v); checkpointed by
+        ``DermClassifier.on_save_checkpoint``. Plain steps have none."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        return None
+
+    def is_update_batch(self, module: DermClassifier, batch_idx: int) -> bool:
+        """True on the batch that ends an accumulation window (or the epoch's last batch)."""
+        k = self.accumulate_grad_batches
+        return (batch_idx + 1) % k == 0 or bool(module.trainer.is_last_batch)
+
+    def step(
+        self, module: DermClassifier, images: Tensor, targets: Tensor, batch_idx: int
+    ) -> Tensor:
+        """Forward, backward, and on the window's last batch clip + step: returns the loss."""
+        opt = module.optimizers()
+        loss = module.criterion(module(images), targets)
+        module.manual_backward(loss / self.accumulate_grad_batches)
+        if self.is_update_batch(module, batch_idx):
+            self.finish_update(module, opt)
+        return loss.detach()
+
+    def finish_update(self, module: DermClassifier, opt) -> None:
+        if self.grad_clip_norm:
+            module.clip_gradients(opt, self.grad_clip_norm, gradient_clip_algorithm="norm")
+        opt.step()  # exactly one wrapper step() per update: this advances trainer.global_step
+        opt.zero_grad(set_to_none=True)
+        if self.interval == "step":
+            step_schedulers(module)
+
+
+def step_schedulers(module: DermClassifier) -> None:
+    schedulers = module.lr_schedulers()
+    if schedulers is None:
+        return
+    for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+        scheduler.step()
+
+
+def has_nonfinite(loss: Tensor) -> bool:
+    return not bool(torch.isfinite(loss).all())

@@ -1,0 +1,89 @@
+"""``dermlit-train``: compose the config, instantiate, fit, test, write the run directory."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from dermlit.config import register_resolvers
+from dermlit.loggers import close_loggers, log_flat_config
+from dermlit.rundir import print_summary, write_evaluation
+
+log = logging.getLogger(__name__)
+register_resolvers()
+# DermClassifier owns on_after_batch_transfer on purpose (augment + normalise on the device)
+warnings.filterwarnings("ignore", message=r".*overridden `on_after_batch_transfer` in `Lightning")
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+
+
+def instantiate_dict(cfg: DictConfig | None) -> list:
+    """Callbacks and loggers are dicts of named nodes, so one can be dropped by name."""
+    return [instantiate(node) for node in (cfg or {}).values() if node is not None]
+
+
+def test_checkpoint(cfg: DictConfig, trainer: L.Trainer) -> str | None:
+    """The weights to test: the best or last checkpoint, or the in-memory ones without any."""
+    callback = trainer.checkpoint_callback
+    if trainer.fast_dev_run or callback is None:
+        return None
+    path = callback.best_model_path if cfg.test_weights == "best" else callback.last_model_path
+    if cfg.test_weights not in ("best", "last"):
+        raise ValueError(f"test_weights must be 'best' or 'last', got {cfg.test_weights!r}")
+    return path or None
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    run_dir = Path(cfg.paths.run_dir)
+    (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+    (run_dir / ".hydra" / "resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.model)
+    loggers = instantiate_dict(cfg.get("logger"))
+    trainer = instantiate(
+        cfg.trainer, callbacks=instantiate_dict(cfg.get("callbacks")), logger=loggers
+    )
+    log_flat_config(loggers, cfg)
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        datamodule.splits.to_csv(run_dir / "splits.csv", index=False)
+        if len(datamodule.skipped):
+            datamodule.skipped.to_csv(run_dir / "skipped.csv", index=False)
+        trainer.test(model, datamodule=datamodule, ckpt_path=test_checkpoint(cfg, trainer))
+        logits = torch.cat([lo for lo, _ in model.test_outputs])
+        targets = torch.cat([t for _, t in model.test_outputs]).numpy()
+        test_frame = datamodule.frame("test")
+        image_ids = test_frame["image_id"].tolist()[: len(targets)]  # fast_dev_run: one batch
+        metrics = write_evaluation(
+            run_dir,
+            image_ids,
+            logits.softmax(-1).numpy(),
+            targets,
+            n_resamples=cfg.bootstrap_resamples,
+            seed=cfg.seed,
+        )
+    finally:
+        close_loggers(loggers)
+    print_summary(metrics, "test", run_dir)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """Returns test macro-F1 so that Hydra sweepers (e.g. Optuna) can optimise it."""
+    log.info("Run directory: %s", HydraConfig.get().runtime.output_dir)
+    log.debug("Config:\n%s", OmegaConf.to_yaml(cfg))
+    metrics = train(cfg)
+    return metrics.get("test/macro_f1")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""Shared fixtures: the real HAM10000 copy (skipped when absent) and tiny on-disk datasets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from dermlit.constants import CLASSES
+
+REPO = Path(__file__).resolve().parents[1]
+HAM_DIR = Path(os.environ.get("DERMLIT_HAM10000", REPO.parent / "shared/data/ham10000-200x150"))
+
+
+@pytest.fixture(scope="session")
+def ham_dir() -> Path:
+    if not (HAM_DIR / "HAM10000_metadata.csv").is_file():
+        pytest.skip(f"real HAM10000 not found at {HAM_DIR} (set DERMLIT_HAM10000 to its folder)")
+    return HAM_DIR
+
+
+def write_tiny_ham(root: Path, lesions_per_class: int = 4, images_per_lesion: int = 2) -> Path:
+    """A HAM10000-layout dataset of flat-coloured JPEGs: class c has a distinct colour."""
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    rows = []
+    for c, label in enumerate(CLASSES):
+        for lesion in range(lesions_per_class):
+            lesion_id = f"L{c}{lesion:03d}"
+            for k in range(images_per_lesion):
+                image_id = f"IMG_{c}{lesion:03d}{k}"
+                colour = np.array([30 * c, 255 - 30 * c, 100], dtype=np.uint8)
+                pixels = np.clip(colour + rng.integers(-5, 5, (30, 40, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(root / "images" / f"{image_id}.jpg", quality=95)
+                rows.append((lesion_id, image_id, label, "histo", 50.0, "male", "back"))
+    cols = ["lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization"]
+    pd.DataFrame(rows, columns=cols).to_csv(root / "HAM10000_metadata.csv", index=False)
+    return root
+
+
+@pytest.fixture
+def tiny_ham(tmp_path: Path) -> Path:
+    return write_tiny_ham(tmp_path / "ham")

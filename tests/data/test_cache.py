@@ -1,0 +1,68 @@
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dermlit.data import cache as cache_module
+from dermlit.data.cache import ImageCache, load_square
+from dermlit.data.sources import HAM10000Source
+
+
+def test_resize_shorter_side_then_centre_crop(tmp_path: Path) -> None:
+    # 40x20 image: left quarter red, middle half green, right quarter blue
+    pixels = np.zeros((20, 40, 3), np.uint8)
+    pixels[:, :10, 0] = 255
+    pixels[:, 10:30, 1] = 255
+    pixels[:, 30:, 2] = 255
+    Image.fromarray(pixels).save(tmp_path / "x.png")
+    out = load_square(tmp_path / "x.png", 10)  # shorter side 20 -> 10, width 40 -> 20, crop 5..15
+    assert out.shape == (10, 10, 3) and out.dtype == np.uint8
+    assert out[:, 1:-1, 1].min() > 200 and out[:, :, 0].max() < 60 and out[:, :, 2].max() < 60
+
+
+def count_decodes(monkeypatch) -> list[int]:
+    calls = [0]
+    real = cache_module.load_square
+
+    def counting(path, size):
+        calls[0] += 1
+        return real(path, size)
+
+    monkeypatch.setattr(cache_module, "load_square", counting)
+    return calls
+
+
+def test_decodes_once_then_memory_maps(tiny_ham: Path, tmp_path: Path, monkeypatch) -> None:
+    df = HAM10000Source(tiny_ham).load()[0]
+    calls = count_decodes(monkeypatch)
+    first = ImageCache.build_or_load(df, 16, tmp_path / "c")
+    assert calls[0] == len(df)
+    second = ImageCache.build_or_load(df, 16, tmp_path / "c")
+    assert calls[0] == len(df), "second build decoded again"
+    assert isinstance(second.array, np.memmap)
+    np.testing.assert_array_equal(first.array, second.array)
+    row = second.rows(df["image_id"].iloc[[5]])[0]
+    np.testing.assert_array_equal(second.array[row], load_square(df["path"].iloc[5], 16))
+
+
+@pytest.mark.parametrize("change", ["size", "image"])
+def test_cache_invalidated_when_source_or_size_changes(
+    tiny_ham: Path, tmp_path: Path, monkeypatch, change: str
+) -> None:
+    df = HAM10000Source(tiny_ham).load()[0]
+    ImageCache.build_or_load(df, 16, tmp_path / "c")
+    calls = count_decodes(monkeypatch)
+    size = 16
+    if change == "size":
+        size = 24
+    else:
+        path = Path(df["path"].iloc[0])
+        Image.new("RGB", (40, 30), (200, 20, 90)).save(path, quality=100)
+        os.utime(path, ns=(1, 1))
+    rebuilt = ImageCache.build_or_load(df, size, tmp_path / "c")
+    assert calls[0] == len(df)
+    if change == "image":
+        pixel = rebuilt.array[rebuilt.rows(df["image_id"].iloc[[0]])[0], 0, 0]
+        np.testing.assert_allclose(pixel, (200, 20, 90), atol=4)  # JPEG is lossy
