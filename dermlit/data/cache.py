@@ -76,7 +76,6 @@ class ImageCache:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             list(pool.map(decode, enumerate(df["path"].astype(str))))
         array.flush()
-        del array
         os.replace(tmp, array_path)
         meta_tmp = meta_path.with_suffix(f".tmp{os.getpid()}")
         meta_tmp.write_text(json.dumps({"image_ids": image_ids, "bad": bad, "size": size}))
