@@ -1,0 +1,58 @@
+"""Clinical evaluation: metrics with whole-set bootstrap CIs, calibration, cost-based decisions.
+
+Pure numpy/scipy functions on predicted probabilities (N, 7) and integer targets (N,) in the
+fixed class order of ``dermlit.constants.CLASSES``; no Lightning here.
+"""
+
+from dermlit.evaluation.bootstrap import (
+    HEADLINE,
+    bootstrap_ci,
+    bootstrap_distribution,
+    mcnemar,
+    metrics_with_ci,
+    paired_bootstrap,
+)
+from dermlit.evaluation.calibration import (
+    apply_temperature,
+    brier,
+    classwise_ece,
+    ece,
+    fit_temperature,
+    mce,
+    nll,
+    reliability_curve,
+)
+from dermlit.evaluation.decisions import (
+    bayes_decisions,
+    coverage_at_target,
+    decision_summary,
+    expected_cost,
+    malignancy_cost_matrix,
+    risk_coverage,
+)
+from dermlit.evaluation.metrics import higher_is_better, point_metrics
+
+__all__ = [
+    "HEADLINE",
+    "apply_temperature",
+    "bayes_decisions",
+    "bootstrap_ci",
+    "bootstrap_distribution",
+    "brier",
+    "classwise_ece",
+    "coverage_at_target",
+    "decision_summary",
+    "ece",
+    "expected_cost",
+    "fit_temperature",
+    "higher_is_better",
+    "malignancy_cost_matrix",
+    "mce",
+    "mcnemar",
+    "metrics_with_ci",
+    "nll",
+    "paired_bootstrap",
+    "point_metrics",
+    "reliability_curve",
+    "risk_coverage",
+]

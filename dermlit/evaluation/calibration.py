@@ -1,0 +1,163 @@
+"""Calibration metrics, reliability curves and temperature scaling.
+
+Why our own: torchmetrics' ``MulticlassCalibrationError`` bins with
+``bucketize(right=True) - 1``, so a confidence of exactly 1.0 (common after softmax in float32)
+lands in an extra bin past the last one (torchmetrics #3510); it has no class-wise ECE either.
+Bins here are equal-width and left-closed, ``[k/M, (k+1)/M)``, as in torchmetrics, except that
+the last bin is closed, ``[(M-1)/M, 1]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+from scipy.special import log_softmax, softmax
+
+#: Default number of equal-width confidence bins (Guo et al., 2017).
+N_BINS = 15
+#: Probabilities are floored here before the log so that a confident miss costs a finite NLL
+#: (float64 machine epsilon, as sklearn ``log_loss`` does for float64 input).
+NLL_EPS = float(np.finfo(np.float64).eps)
+
+
+def as_numpy(x: object, dtype: type = np.float64) -> np.ndarray:
+    """Convert a numpy array, list or (possibly CUDA, bf16, grad-tracking) tensor to numpy."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu()
+        x = (x.double() if x.is_floating_point() else x).numpy()
+    return np.asarray(x, dtype=dtype)
+
+
+def check_probs_targets(probs: object, targets: object) -> tuple[np.ndarray, np.ndarray]:
+    """Validate ``probs`` (N, K) and integer ``targets`` (N,) in ``[0, K)``; return numpy arrays."""
+    p = as_numpy(probs)
+    t = as_numpy(targets)
+    if p.ndim != 2:
+        raise ValueError(f"probs must have shape (N, K), got {p.shape}")
+    if t.ndim != 1 or t.shape[0] != p.shape[0]:
+        raise ValueError(f"targets must have shape ({p.shape[0]},), got {t.shape}")
+    if p.shape[0] == 0:
+        raise ValueError("probs and targets are empty")
+    if not np.all(np.isfinite(p)):
+        raise ValueError("probs contain NaN or infinite values")
+    if np.any(t != np.round(t)) or t.min() < 0 or t.max() >= p.shape[1]:
+        raise ValueError(f"targets must be integers in [0, {p.shape[1]}), got {np.unique(t)}")
+    return p, t.astype(np.int64)
+
+
+def bin_index(conf: np.ndarray, n_bins: int = N_BINS) -> np.ndarray:
+    """Bin of each confidence in ``[0, 1]``: left-closed bins, 1.0 goes to the LAST bin."""
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+    inner = np.linspace(0.0, 1.0, n_bins + 1)[1:-1]
+    return np.searchsorted(inner, np.asarray(conf), side="right")
+
+
+def _bin_gaps(conf: np.ndarray, hit: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per bin: sample count and summed (hit - confidence)."""
+    idx = bin_index(conf, n_bins)
+    counts = np.bincount(idx, minlength=n_bins).astype(np.float64)
+    gaps = np.bincount(idx, weights=hit - conf, minlength=n_bins)
+    return counts, gaps
+
+
+def ece(probs: object, targets: object, n_bins: int = N_BINS) -> float:
+    """Top-label expected calibration error: sum over bins of (n_b / N) |acc_b - conf_b|."""
+    p, t = check_probs_targets(probs, targets)
+    conf, hit = p.max(1), (p.argmax(1) == t).astype(np.float64)
+    _, gaps = _bin_gaps(conf, hit, n_bins)
+    return float(np.abs(gaps).sum() / len(t))
+
+
+def mce(probs: object, targets: object, n_bins: int = N_BINS) -> float:
+    """Maximum calibration error: the largest |acc_b - conf_b| over non-empty bins."""
+    p, t = check_probs_targets(probs, targets)
+    conf, hit = p.max(1), (p.argmax(1) == t).astype(np.float64)
+    counts, gaps = _bin_gaps(conf, hit, n_bins)
+    full = counts > 0
+    return float(np.max(np.abs(gaps[full]) / counts[full]))
+
+
+def classwise_ece(probs: object, targets: object, n_bins: int = N_BINS) -> float:
+    """Class-wise ECE (Kull et al., 2019): per class, bin P(class) against the class frequency
+    in the bin, and average the K per-class ECEs."""
+    p, t = check_probs_targets(probs, targets)
+    onehot = np.eye(p.shape[1])[t]
+    per_class = [
+        np.abs(_bin_gaps(p[:, k], onehot[:, k], n_bins)[1]).sum() for k in range(p.shape[1])
+    ]
+    return float(np.mean(per_class) / len(t))
+
+
+def brier(probs: object, targets: object) -> float:
+    """Multiclass Brier score: mean over samples of the summed squared error to the one-hot."""
+    p, t = check_probs_targets(probs, targets)
+    return float(((p - np.eye(p.shape[1])[t]) ** 2).sum(1).mean())
+
+
+def nll(probs: object, targets: object) -> float:
+    """Mean negative log-likelihood of the true class (probabilities floored at ``NLL_EPS``)."""
+    p, t = check_probs_targets(probs, targets)
+    return float(-np.log(np.maximum(p[np.arange(len(t)), t], NLL_EPS)).mean())
+
+
+@dataclass(frozen=True)
+class ReliabilityCurve:
+    """Data for a reliability diagram; ``accuracy``/``confidence`` are NaN in empty bins."""
+
+    edges: np.ndarray  # (n_bins + 1,)
+    centers: np.ndarray  # (n_bins,)
+    counts: np.ndarray  # (n_bins,) samples per bin
+    confidence: np.ndarray  # (n_bins,) mean confidence per bin
+    accuracy: np.ndarray  # (n_bins,) share correct per bin
+
+
+def reliability_curve(conf: object, correct: object, n_bins: int = N_BINS) -> ReliabilityCurve:
+    """Bin top-label confidences ``conf`` (N,) against boolean ``correct`` (N,)."""
+    c = as_numpy(conf)
+    hit = as_numpy(correct)
+    if c.ndim != 1 or c.shape != hit.shape:
+        raise ValueError(
+            f"conf and correct must be 1-D of equal length, got {c.shape}, {hit.shape}"
+        )
+    if c.size and (c.min() < 0 or c.max() > 1):
+        raise ValueError("conf must lie in [0, 1]")
+    idx = bin_index(c, n_bins)
+    counts = np.bincount(idx, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_conf = np.bincount(idx, weights=c, minlength=n_bins) / counts
+        acc = np.bincount(idx, weights=hit, minlength=n_bins) / counts
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    return ReliabilityCurve(edges, (edges[:-1] + edges[1:]) / 2, counts, mean_conf, acc)
+
+
+def apply_temperature(logits: object, temperature: float) -> np.ndarray:
+    """Calibrated PROBABILITIES ``softmax(logits / T)`` (argmax unchanged for any T > 0)."""
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    return softmax(as_numpy(logits) / temperature, axis=1)
+
+
+def fit_temperature(
+    logits: object, targets: object, bounds: tuple[float, float] = (0.05, 20.0)
+) -> float:
+    """Temperature T minimising the validation NLL of ``softmax(logits / T)``.
+
+    A bounded 1-D search on log T (Brent): deterministic, no learning rate to tune, unlike the
+    LBFGS loop usually copied from Guo et al.'s reference code.
+    """
+    z, t = check_probs_targets(logits, targets)
+    rows = np.arange(len(t))
+
+    def loss(log_t: float) -> float:
+        return float(-log_softmax(z / np.exp(log_t), axis=1)[rows, t].mean())
+
+    res = minimize_scalar(
+        loss,
+        bounds=(np.log(bounds[0]), np.log(bounds[1])),
+        method="bounded",
+        options={"xatol": 1e-6},
+    )
+    return float(np.exp(res.x))
