@@ -12,6 +12,14 @@ import sys
 
 #: subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "compare": (
+        "dermlit.evaluation.compare",
+        "paired bootstrap + McNemar comparison of two runs on the same test images",
+    ),
+    "sweep-summary": (
+        "dermlit.sweep_summary",
+        "one table (markdown, CSV, PNG) of a multirun's jobs: mean and 95% CI over seeds",
+    ),
     "augment-audit": (
         "dermlit.augment.audit",
         "measure how augmentation presets change lesion morphology on real images",

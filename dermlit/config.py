@@ -8,6 +8,9 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+#: the repository's conf/ (an absolute path, so console scripts find it from any directory)
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
 
 def wandb_offline() -> bool:
     """True when no W&B API key is configured (env var or ~/.netrc), so runs never block."""
@@ -21,6 +24,19 @@ def wandb_offline() -> bool:
         return True
 
 
+def checkpoint_name(checkpoint: str) -> str:
+    """``best``/``last`` as they are, a path by its file stem (for output folder names)."""
+    return Path(str(checkpoint)).stem
+
+
 def register_resolvers() -> None:
-    if not OmegaConf.has_resolver("dermlit_wandb_offline"):
-        OmegaConf.register_new_resolver("dermlit_wandb_offline", wandb_offline)
+    resolvers = {
+        "dermlit_wandb_offline": wandb_offline,
+        "checkpoint_name": checkpoint_name,
+        "dermlit_root": lambda: str(CONF_DIR.parent),
+        # e.g. LDAM's DRW start: ${dermlit_fraction_of:${trainer.max_epochs},0.8}
+        "dermlit_fraction_of": lambda n, fraction: int(round(float(n) * float(fraction))),
+    }
+    for name, fn in resolvers.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)

@@ -13,7 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from dermlit.config import register_resolvers
+from dermlit.config import CONF_DIR, register_resolvers
 from dermlit.loggers import close_loggers, log_flat_config
 from dermlit.rundir import print_summary, write_evaluation
 
@@ -76,7 +76,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Returns test macro-F1 so that Hydra sweepers (e.g. Optuna) can optimise it."""
     log.info("Run directory: %s", HydraConfig.get().runtime.output_dir)

@@ -40,9 +40,14 @@ def test_fast_dev_run_through_the_entry_point(tmp_path: Path, cache_dir: Path) -
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["test/n_images"] > 0
 
 
-def test_one_epoch_writes_the_whole_run_directory(tmp_path: Path, cache_dir: Path) -> None:
-    run = tmp_path / "run"
-    proc = run_train(run, cache_dir, "trainer.max_epochs=1")
+@pytest.fixture(scope="module")
+def one_epoch_run(tmp_path_factory, cache_dir: Path) -> tuple[Path, subprocess.CompletedProcess]:
+    run = tmp_path_factory.mktemp("one-epoch") / "run"
+    return run, run_train(run, cache_dir, "trainer.max_epochs=1")
+
+
+def test_one_epoch_writes_the_whole_run_directory(one_epoch_run) -> None:
+    run, proc = one_epoch_run
     assert f"Run directory: {run.resolve()}" in proc.stdout.replace("\n", "")
 
     # .hydra: the composed and the resolved config
@@ -85,3 +90,18 @@ def test_one_epoch_writes_the_whole_run_directory(tmp_path: Path, cache_dir: Pat
     logged = pd.read_csv(run / "csv" / "metrics.csv")
     assert logged["val/macro_f1"].notna().sum() == 1
     assert "test/macro_f1" in (run / "report" / "report.md").read_text()
+
+
+def test_eval_reproduces_the_test_metrics_from_the_best_checkpoint(one_epoch_run, cache_dir) -> None:
+    run, _ = one_epoch_run
+    env = {**os.environ, "DERMLIT_CACHE": str(cache_dir)}
+    cmd = [sys.executable, "-m", "dermlit.evaluate", f"run_dir={run}", "checkpoint=best"]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = run / "eval" / "test-best"
+    assert json.loads((out / "metrics.json").read_text()) == json.loads(
+        (run / "metrics.json").read_text()
+    )
+    pd.testing.assert_frame_equal(
+        pd.read_csv(out / "predictions.csv"), pd.read_csv(run / "predictions.csv")
+    )

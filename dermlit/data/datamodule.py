@@ -123,6 +123,10 @@ class DermDataModule(L.LightningDataModule):
         return CachedImageDataset(self.cache.path, self.cache.rows(df["image_id"]), df["target"])
 
     # ------------------------------------------------------------------ loaders
+    def loader(self, split: str) -> DataLoader:
+        """An evaluation loader (no shuffling, no sampler) over any split."""
+        return self._loader(split, train=False)
+
     def _loader(self, split: str, train: bool) -> DataLoader:
         ds = self.dataset(split)
         sampler = None
