@@ -1,0 +1,57 @@
+"""`dermlit augment-audit` on a handful of real HAM10000 images (skipped when absent)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from dermlit.augment import audit
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    audit.add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_defaults() -> None:
+    args = parse()
+    assert args.n == 500 and args.presets == ["dermoscopy", "standard"] and args.size == 128
+
+
+def test_audit_writes_table_json_and_gallery(ham_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "audit"
+    args = parse(
+        "--data", str(ham_dir), "--n", "12", "--size", "48", "--reference-n", "40",
+        "--presets", "none", "dermoscopy", "standard", "--out", str(out),
+    )  # fmt: skip
+    assert audit.run(args) == 0
+    report = json.loads((out / "audit.json").read_text())
+    assert set(report["presets"]) == {"none", "dermoscopy", "standard"}
+    none = report["presets"]["none"]["all"]
+    # The identity changes nothing, and its colours are exactly the originals'.
+    assert none["asymmetry_p95"] == 0 and none["compactness_p95"] == 0
+    assert none["outside_ellipsoid"] == report["original"]["all"]["outside_ellipsoid"]
+    std = report["presets"]["standard"]["all"]
+    assert (
+        std["colour_shift_dE_median"]
+        > report["presets"]["dermoscopy"]["all"]["colour_shift_dE_median"]
+    )
+    table = (out / "audit.md").read_text()
+    assert "| dermoscopy | all (n=" in table and "outside ellipsoid" in table
+    png = out / "gallery.png"
+    with Image.open(png) as img:
+        assert img.width == 4 * 48  # original + three presets
+    assert png.stat().st_size < 500_000
+
+
+def test_bad_arguments(ham_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no HAM10000_metadata.csv"):
+        audit.run(parse("--data", str(tmp_path), "--out", str(tmp_path)))
+    with pytest.raises(ValueError, match="unknown augment preset 'nope'"):
+        audit.run(parse("--data", str(ham_dir), "--n", "2", "--reference-n", "4",
+                        "--size", "32", "--presets", "nope", "--out", str(tmp_path)))  # fmt: skip
