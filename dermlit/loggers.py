@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -34,3 +35,27 @@ def close_loggers(loggers: list) -> None:
     wandb = sys.modules.get("wandb")
     if wandb is not None and wandb.run is not None:
         wandb.finish()
+
+
+def wandb_group(mode: object, sweep_dir: str) -> str | None:
+    """A multirun's jobs share one W&B group, the sweep directory's name, so that the dashboard
+    compares them side by side. A single run is ungrouped (None): Hydra still defines
+    ``hydra.sweep.dir`` then, but it names no directory that exists."""
+    multirun = getattr(mode, "name", str(mode)).endswith("MULTIRUN")
+    return Path(str(sweep_dir)).name if multirun else None
+
+
+def wandb_name(override_dirname: str, seed: int) -> str:
+    """The job's overrides plus its seed: ``hydra.job.override_dirname`` leaves the seed out
+    (conf/hydra/default.yaml) so that it names a configuration, but two seeds are two runs."""
+    return ",".join(part for part in (str(override_dirname), f"seed={seed}") if part)
+
+
+def register_resolvers() -> None:
+    """Used by conf/logger/wandb.yaml; registered on import (dermlit.train imports this)."""
+    for name, fn in {"dermlit_wandb_group": wandb_group, "dermlit_wandb_name": wandb_name}.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)
+
+
+register_resolvers()

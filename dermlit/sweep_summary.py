@@ -1,0 +1,283 @@
+"""``dermlit sweep-summary MULTIRUN_DIR``: which configuration of a multirun is best, and how sure.
+
+Reads every job directory of a Hydra multirun (``.hydra/overrides.yaml`` + ``metrics.json``),
+groups the jobs by configuration (their overrides without the seed) and writes one table, as
+markdown and CSV, with the mean and a 95% t-interval over seeds of the headline test metrics,
+sorted by macro-F1, plus a PNG of the same. Neither Hydra nor W&B summarise a sweep over seeds
+with uncertainty. Failed jobs (no metrics.json, or an error.log written by
+:class:`dermlit.hydra_callbacks.JobErrorFile`) are listed, and counted per configuration.
+
+The interval is over seeds (training randomness), not over test images (the per-run bootstrap
+CIs in metrics.json): mean +- t(0.975, n-1) * sd / sqrt(n). With one seed it is undefined and
+shown as ``(n=1)`` (blank in the CSV). Bounds are not clipped to [0, 1]: an interval past
+them says how little a few seeds pin the mean down. A metric that is null in a job's
+metrics.json (e.g. the melanoma recall of a test split without melanoma) is left out of that
+metric's mean only. A configuration is labelled by the overrides that differ between jobs; the
+ones all jobs share are printed once above the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from scipy import stats
+
+from dermlit.constants import CLASSES
+from dermlit.hydra_callbacks import ERROR_FILE
+
+#: summary column -> label in the markdown table and the plot
+METRICS: dict[str, str] = {
+    "macro_f1": "macro-F1",
+    "balanced_accuracy": "balanced accuracy",
+    "recall_mel": "melanoma recall",
+    "min_recall": "min per-class recall",
+    "ece": "ECE",
+}
+
+
+@dataclass
+class Job:
+    """One job directory: its overrides, seed and headline metrics, or why it has none."""
+
+    path: Path
+    overrides: list[str]
+    seed: str | None
+    metrics: dict[str, float] | None
+    error: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.metrics is None
+
+
+def override_key(override: str) -> str:
+    """``+seed=1`` / ``++seed=1`` / ``seed=1`` -> ``seed``."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def headline(metrics: Mapping[str, float | None], split: str = "test") -> dict[str, float]:
+    """The summary's metrics of one job; the minimum recall is over the classes it has."""
+    value = {k: metrics.get(f"{split}/{k}") for k in METRICS if k != "min_recall"}
+    recalls = [metrics.get(f"{split}/recall_{cls}") for cls in CLASSES]
+    recalls = [r for r in recalls if r is not None and math.isfinite(r)]
+    value["min_recall"] = min(recalls) if recalls else None
+    return {k: float("nan") if v is None else float(v) for k, v in value.items()}
+
+
+def error_summary(text: str) -> str:
+    """The exception line of a traceback (its last non-empty line)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else "error.log is empty"
+
+
+def read_job(path: Path, seed_key: str = "seed", split: str = "test") -> Job:
+    overrides = [str(o) for o in yaml.safe_load((path / ".hydra/overrides.yaml").read_text()) or []]
+    seed = next((o.split("=", 1)[1] for o in overrides if override_key(o) == seed_key), None)
+    if seed is None and (path / ".hydra/config.yaml").is_file():
+        config = yaml.safe_load((path / ".hydra/config.yaml").read_text()) or {}
+        seed = None if config.get(seed_key) is None else str(config[seed_key])
+    rest = [o for o in overrides if override_key(o) != seed_key]
+    error_file, metrics_file = path / ERROR_FILE, path / "metrics.json"
+    if error_file.is_file():
+        return Job(path, rest, seed, None, error_summary(error_file.read_text()))
+    if not metrics_file.is_file():
+        reason = "no metrics.json: the job did not finish (see its train.log)"
+        return Job(path, rest, seed, None, reason)
+    return Job(path, rest, seed, headline(json.loads(metrics_file.read_text()), split))
+
+
+def job_dirs(sweep_dir: Path) -> list[Path]:
+    """Hydra job directories directly below the sweep dir (eval/ runs nest deeper)."""
+    dirs = [d for d in sweep_dir.iterdir() if (d / ".hydra" / "overrides.yaml").is_file()]
+    return sorted(
+        dirs, key=lambda d: (not d.name.isdigit(), int(d.name) if d.name.isdigit() else 0, d.name)
+    )
+
+
+def read_jobs(sweep_dir: str | Path, seed_key: str = "seed", split: str = "test") -> list[Job]:
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise FileNotFoundError(f"{sweep_dir} is not a directory")
+    dirs = job_dirs(sweep_dir)
+    if not dirs:
+        raise FileNotFoundError(
+            f"no job directories in {sweep_dir}: expected subdirectories with .hydra/overrides.yaml"
+            " (the hydra.sweep.dir of a `dermlit-train -m ...` run)"
+        )
+    return [read_job(d, seed_key, split) for d in dirs]
+
+
+def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
+    """Mean and t-interval of the finite values; NaN bounds below 2 values, NaN mean at 0."""
+    x = np.asarray([v for v in values if math.isfinite(v)], dtype=float)
+    if len(x) == 0:
+        return math.nan, math.nan, math.nan
+    mean = float(x.mean())
+    if len(x) < 2:
+        return mean, math.nan, math.nan
+    half = stats.t.ppf(0.5 + confidence / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x))
+    return mean, mean - half, mean + half
+
+
+def configuration_labels(jobs: Sequence[Job]) -> tuple[list[str], list[str]]:
+    """Each job's label from the overrides that differ between jobs; and those shared by all."""
+    parsed = [dict(o.split("=", 1) if "=" in o else (o, "") for o in job.overrides) for job in jobs]
+    keys = list(dict.fromkeys(k for p in parsed for k in p))
+    varying = [k for k in keys if len({p.get(k) for p in parsed}) > 1]
+    common = [f"{k}={parsed[0][k]}" if parsed[0][k] else k for k in keys if k not in varying]
+    labels = [",".join(f"{k}={p[k]}" for k in varying if k in p) for p in parsed]
+    if not varying:
+        labels = [",".join(common) or "(defaults)"] * len(jobs)
+    return labels, common
+
+
+def summarise(jobs: Sequence[Job], confidence: float = 0.95) -> pd.DataFrame:
+    """One row per configuration, sorted by mean macro-F1 (configurations without a
+    successful job last)."""
+    labels, _ = configuration_labels(jobs)
+    rows = []
+    for label in dict.fromkeys(labels):
+        group = [j for j, lab in zip(jobs, labels, strict=True) if lab == label]
+        done = [j for j in group if not j.failed]
+        row = {
+            "configuration": label,
+            "n_seeds": len(done),
+            "n_failed": len(group) - len(done),
+            "seeds": ",".join(str(j.seed) for j in done),
+        }
+        for key in METRICS:
+            mean, low, high = t_interval([j.metrics[key] for j in done], confidence)
+            row |= {f"{key}_mean": mean, f"{key}_ci_low": low, f"{key}_ci_high": high}
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    return table.sort_values("macro_f1_mean", ascending=False, na_position="last", kind="stable")
+
+
+def jobs_frame(jobs: Sequence[Job]) -> pd.DataFrame:
+    """Every job, its status and metrics: for analyses the table averages away."""
+    labels, _ = configuration_labels(jobs)
+    rows = []
+    for job, label in zip(jobs, labels, strict=True):
+        row = {"job": job.path.name, "configuration": label, "seed": job.seed}
+        row |= {"status": "failed" if job.failed else "ok", "error": job.error or ""}
+        rows.append(row | (job.metrics or dict.fromkeys(METRICS, math.nan)))
+    return pd.DataFrame(rows)
+
+
+def cell(row: Mapping, key: str) -> str:
+    mean, low, high = row[f"{key}_mean"], row[f"{key}_ci_low"], row[f"{key}_ci_high"]
+    if not math.isfinite(mean):
+        return "-"
+    if not math.isfinite(low):
+        return f"{mean:.3f} (n=1)"
+    return f"{mean:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def to_markdown(
+    table: pd.DataFrame, jobs: Sequence[Job], sweep_dir: Path, confidence: float = 0.95
+) -> str:
+    _, common = configuration_labels(jobs)
+    pct = f"{100 * confidence:g}%"
+    lines = [
+        f"# Sweep summary: {sweep_dir}",
+        "",
+        f"Mean over seeds [{pct} t-interval over seeds] of the test metrics, sorted by macro-F1;"
+        " `(n=1)`: one seed, no interval.",
+    ]
+    if common:
+        lines.append(f"Overrides shared by all jobs: `{' '.join(common)}`")
+    header = ["configuration", "seeds", "failed", *METRICS.values()]
+    lines += ["", "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for row in table.to_dict("records"):
+        cells = [f"`{row['configuration']}`", str(row["n_seeds"]), str(row["n_failed"])]
+        lines.append("| " + " | ".join(cells + [cell(row, k) for k in METRICS]) + " |")
+    failed = [j for j in jobs if j.failed]
+    lines += ["", f"## Failed jobs: {len(failed)} of {len(jobs)}", ""]
+    lines += [
+        f"- `{j.path.name}` `{' '.join(j.overrides)}` seed={j.seed}: {j.error}" for j in failed
+    ]
+    if not failed:
+        lines.append("none")
+    return "\n".join(lines) + "\n"
+
+
+def plot(table: pd.DataFrame, jobs: Sequence[Job], path: Path, confidence: float = 0.95) -> None:
+    """One panel per metric: each configuration's seeds (dots), mean and interval (bar), on the
+    metrics' common [0, 1] scale (an interval reaching past it is cut at the edge)."""
+    from matplotlib.figure import Figure  # no pyplot: no GUI backend, safe in any process
+
+    labels, _ = configuration_labels(jobs)
+    order = list(table["configuration"])[::-1]  # best at the top
+    fig = Figure(figsize=(3.2 * len(METRICS) + 2, 0.45 * len(order) + 1.6), layout="constrained")
+    axes = fig.subplots(1, len(METRICS), sharey=True)
+    y = np.arange(len(order))
+    rows = table.set_index("configuration").loc[order]
+    for ax, (key, name) in zip(axes, METRICS.items(), strict=True):
+        mean = rows[f"{key}_mean"].to_numpy()
+        err = np.stack([mean - rows[f"{key}_ci_low"], rows[f"{key}_ci_high"] - mean])
+        ax.errorbar(mean, y, xerr=np.nan_to_num(err), fmt="o", color="C0", capsize=3)
+        for job, label in zip(jobs, labels, strict=True):
+            if not job.failed:
+                ax.plot(job.metrics[key], order.index(label), ".", color="C1", alpha=0.7)
+        ax.set_title(name)
+        ax.set_xlim(-0.03, 1.03)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(y, order, fontsize=8)
+    fig.suptitle(f"mean and {100 * confidence:g}% t-interval over seeds (dots: single seeds)")
+    fig.savefig(path, dpi=120)
+
+
+def write_summary(
+    sweep_dir: str | Path,
+    out_dir: str | Path | None = None,
+    confidence: float = 0.95,
+    seed_key: str = "seed",
+) -> tuple[str, pd.DataFrame, list[Job]]:
+    """summary.md, summary.csv, summary.png and jobs.csv in out_dir (default MULTIRUN_DIR/summary)."""
+    sweep_dir = Path(sweep_dir)
+    jobs = read_jobs(sweep_dir, seed_key)
+    table = summarise(jobs, confidence)
+    out = Path(out_dir) if out_dir is not None else sweep_dir / "summary"
+    out.mkdir(parents=True, exist_ok=True)
+    markdown = to_markdown(table, jobs, sweep_dir, confidence)
+    (out / "summary.md").write_text(markdown)
+    table.to_csv(out / "summary.csv", index=False)
+    jobs_frame(jobs).to_csv(out / "jobs.csv", index=False)
+    plot(table, jobs, out / "summary.png", confidence)
+    return markdown, table, jobs
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("multirun_dir", type=Path, help="a multirun's hydra.sweep.dir")
+    parser.add_argument("--out", type=Path, default=None, help="default: MULTIRUN_DIR/summary")
+    parser.add_argument("--confidence", type=float, default=0.95, help="of the t-interval")
+    parser.add_argument("--seed-key", default="seed", help="the override that names a replicate")
+
+
+def run(args: argparse.Namespace) -> int:
+    if not 0 < args.confidence < 1:
+        print(f"error: --confidence must be in (0, 1), got {args.confidence}", file=sys.stderr)
+        return 2
+    try:
+        markdown, _, jobs = write_summary(
+            args.multirun_dir, args.out, args.confidence, args.seed_key
+        )
+    except FileNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(markdown, end="")
+    out = args.out or args.multirun_dir / "summary"
+    n_failed = sum(j.failed for j in jobs)
+    print(f"Wrote {out}/summary.md, summary.csv, summary.png, jobs.csv", file=sys.stderr)
+    if n_failed:
+        print(f"warning: {n_failed} of {len(jobs)} jobs failed (listed above)", file=sys.stderr)
+    return 0
