@@ -30,7 +30,11 @@ def checkpoint_name(checkpoint: str) -> str:
 
 
 def register_resolvers() -> None:
+    from dermlit.loggers import wandb_group, wandb_name
+
     resolvers = {
+        "dermlit_wandb_group": wandb_group,
+        "dermlit_wandb_name": wandb_name,
         "dermlit_wandb_offline": wandb_offline,
         "checkpoint_name": checkpoint_name,
         "dermlit_root": lambda: str(CONF_DIR.parent),

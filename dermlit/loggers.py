@@ -28,13 +28,16 @@ def log_flat_config(loggers: list, cfg: DictConfig) -> None:
         logger.log_hyperparams(flat)
 
 
-def close_loggers(loggers: list) -> None:
-    """Finish the W&B run, or the next multirun job would log into this one (DESIGN.md)."""
+def close_loggers(loggers: list, status: str = "success") -> None:
+    """Finish the W&B run, or the next multirun job would log into this one (DESIGN.md).
+
+    ``status`` is ``success`` or ``failed``; W&B marks a failed job by a non-zero exit code.
+    """
     for logger in loggers:
-        logger.finalize("success")
+        logger.finalize(status)
     wandb = sys.modules.get("wandb")
     if wandb is not None and wandb.run is not None:
-        wandb.finish()
+        wandb.finish(exit_code=0 if status == "success" else 1)
 
 
 def wandb_group(mode: object, sweep_dir: str) -> str | None:
@@ -49,13 +52,3 @@ def wandb_name(override_dirname: str, seed: int) -> str:
     """The job's overrides plus its seed: ``hydra.job.override_dirname`` leaves the seed out
     (conf/hydra/default.yaml) so that it names a configuration, but two seeds are two runs."""
     return ",".join(part for part in (str(override_dirname), f"seed={seed}") if part)
-
-
-def register_resolvers() -> None:
-    """Used by conf/logger/wandb.yaml; registered on import (dermlit.train imports this)."""
-    for name, fn in {"dermlit_wandb_group": wandb_group, "dermlit_wandb_name": wandb_name}.items():
-        if not OmegaConf.has_resolver(name):
-            OmegaConf.register_new_resolver(name, fn)
-
-
-register_resolvers()

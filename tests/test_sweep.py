@@ -20,7 +20,6 @@ from hydra.types import RunMode
 from scipy import stats
 
 from dermlit.config import CONF_DIR, register_resolvers
-from dermlit.loggers import register_resolvers as register_logger_resolvers
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["data.source.n_images=700", "data.image_size=32", "data.batch_size=32"]
@@ -190,7 +189,6 @@ def test_imbalance_sweep_expands_to_loss_x_sampler_x_seed_on_ham10000() -> None:
 
 def test_wandb_group_is_the_sweep_dir_name_in_a_multirun_and_none_in_a_single_run() -> None:
     register_resolvers()
-    register_logger_resolvers()
     overrides = ["logger=wandb", "loss=focal", "seed=3", "hydra.sweep.dir=/x/my_sweep"]
     for mode, group in [("MULTIRUN", "my_sweep"), ("RUN", None)]:
         with initialize_config_dir(str(CONF_DIR), version_base="1.3"):

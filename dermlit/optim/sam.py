@@ -1,0 +1,160 @@
+"""Sharpness-aware minimization (SAM, ASAM) as an :class:`Optimization` for manual optimization.
+
+SAM (Foret et al., ICLR 2021, arXiv:2010.01412) minimises the loss at the worst point of a
+rho-ball: it takes the gradient g at w, ascends to w + e with e = rho * g / ||g||, takes the
+gradient there and applies THAT gradient to w with the base optimizer. ASAM (Kwon et al.,
+ICML 2021, arXiv:2102.11600) makes the ball scale-invariant: e = rho * w^2 g / || |w| g ||.
+The update matches davda54/sam and ``pytorch_optimizer.SAM`` (tested against the latter).
+
+Why not a SAM ``torch.optim.Optimizer`` wrapper: calling its ``first_step/second_step``
+through Lightning's optimizer wrapper never reaches ``step()``, so ``global_step`` stalls
+(Lightning #16143, #17167), and the wrapper's ``state_dict`` would hide the base optimizer's
+state. Here the base optimizer is a plain torch optimizer that Lightning checkpoints, and each
+SAM update ends in exactly one ``opt.step()`` through the wrapper.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from dermlit.optim.base import Optimization
+
+if TYPE_CHECKING:
+    from dermlit.models.classifier import DermClassifier
+
+FP16_PRECISIONS = ("16-mixed", "16", "16-mixed-amp")
+
+
+@contextmanager
+def frozen_bn_stats(module: nn.Module) -> Iterator[None]:
+    """BatchNorm layers normalise with batch statistics but leave running stats (and
+    ``num_batches_tracked``) untouched: the second SAM pass must not count the batch twice.
+
+    Setting ``track_running_stats=False`` in train mode does exactly that in torch's
+    ``_BatchNorm``/``SyncBatchNorm`` (and timm's subclasses); momentum 0 would still bump
+    ``num_batches_tracked`` and breaks ``momentum=None`` (cumulative averaging).
+    """
+    layers = [m for m in module.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+    for m in layers:
+        m.track_running_stats = False
+    try:
+        yield
+    finally:
+        for m in layers:
+            m.track_running_stats = True
+
+
+def trainable_params(opt) -> list[Tensor]:
+    return [p for group in opt.param_groups for p in group["params"] if p.requires_grad]
+
+
+def grads_or_zeros(params: Sequence[Tensor]) -> list[Tensor]:
+    return [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+
+
+def global_norm(tensors: Sequence[Tensor]) -> Tensor:
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(list(tensors))))
+
+
+def refuse_fp16(module: DermClassifier, name: str) -> None:
+    """fp16 AMP is refused rather than half-supported: Lightning's precision plugin calls
+    ``scaler.step(optimizer)`` once per step and a GradScaler cannot unscale twice, so the
+    perturbation norm would be computed on scaled (possibly inf) gradients."""
+    precision = str(getattr(module.trainer, "precision", "32-true"))
+    if precision in FP16_PRECISIONS:
+        raise ValueError(
+            f"{name} does not support trainer.precision={precision!r} (fp16 with a GradScaler): "
+            "the perturbation needs unscaled gradients and the scaler unscales only once per "
+            "step. Use trainer.precision=bf16-mixed (GPU/CPU) or 32-true."
+        )
+
+
+@dataclass
+class SAM(Optimization):
+    """SAM/ASAM update (``optim=sam``, ``optim=asam``) around any torch optimizer.
+
+    rho: radius of the neighbourhood (ASAM typically needs ~10x larger, e.g. 0.5-2.0).
+    adaptive: ASAM's elementwise |w| scaling of the perturbation.
+    sync_perturbation: under DDP, all-reduce the first gradient too (one perturbation for all
+        devices). Default False: each device perturbs with its own gradient, as in the paper
+        (m-sharpness), which also saves one all-reduce per step.
+
+    Gradient accumulation (``accumulate_grad_batches=k``): SAM over the effective batch of k
+    micro-batches. The first-pass gradients of the k batches are summed, ONE perturbation is
+    computed from the sum, then the k stored (already augmented) batches are re-run at w + e
+    and their gradients summed for the single base-optimizer step. This equals SAM on the
+    concatenated batch (up to BatchNorm batch statistics), at the cost of keeping k batches
+    on the device. Clipping (``grad_clip_norm``) applies to the gradient that is stepped.
+    """
+
+    rho: float = 0.05
+    adaptive: bool = False
+    sync_perturbation: bool = False
+    eps: float = 1e-12
+    _window: list[tuple[Tensor, Tensor]] = field(default_factory=list, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.rho <= 0:
+            raise ValueError(f"optim.rho must be > 0, got {self.rho}")
+
+    def configure(self, module: DermClassifier) -> dict:
+        refuse_fp16(module, type(self).__name__)
+        return super().configure(module)
+
+    # ------------------------------------------------------------------ maths
+    @torch.no_grad()
+    def perturb(self, params: Sequence[Tensor], grads: Sequence[Tensor]) -> list[Tensor]:
+        """Move ``params`` to w + e(w) in place; returns copies of w for :meth:`restore`."""
+        params, grads = list(params), list(grads)
+        if self.adaptive:
+            abs_w = torch._foreach_abs(params)
+            norm = global_norm(torch._foreach_mul(grads, abs_w))
+        else:
+            norm = global_norm(grads)
+        scale = self.rho / (norm + self.eps)
+        e = torch._foreach_mul(grads, scale)
+        if self.adaptive:
+            torch._foreach_mul_(e, torch._foreach_mul(abs_w, abs_w))
+        saved = [p.detach().clone() for p in params]
+        torch._foreach_add_(params, e)
+        return saved
+
+    @staticmethod
+    @torch.no_grad()
+    def restore(params: Sequence[Tensor], saved: Sequence[Tensor]) -> None:
+        """Copy w back (exact, unlike subtracting e again)."""
+        torch._foreach_copy_(list(params), list(saved))
+
+    # ------------------------------------------------------------------ the update
+    def step(
+        self, module: DermClassifier, images: Tensor, targets: Tensor, batch_idx: int
+    ) -> Tensor:
+        opt = module.optimizers()
+        k = self.accumulate_grad_batches
+        last = self.is_update_batch(module, batch_idx)
+        self._window.append((images, targets))
+        with opt.toggle_model(sync_grad=self.sync_perturbation and last):
+            loss = module.criterion(module(images), targets)
+            module.manual_backward(loss / k)
+        if not last:
+            return loss.detach()
+        params = [p for p in trainable_params(opt) if p.grad is not None]
+        saved = self.perturb(params, [p.grad for p in params])
+        opt.zero_grad(set_to_none=True)
+        with frozen_bn_stats(module):
+            for i, (x, y) in enumerate(self._window):
+                # DDP: sum the k local gradients, all-reduce once with the last backward
+                with opt.toggle_model(sync_grad=i == len(self._window) - 1):
+                    module.manual_backward(module.criterion(module(x), y) / k)
+        self._window.clear()
+        self.restore(params, saved)
+        self.finish_update(module, opt)
+        return loss.detach()

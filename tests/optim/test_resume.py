@@ -1,0 +1,74 @@
+"""Stop at an epoch boundary, resume from the checkpoint, end with the same weights (1e-6) as an
+uninterrupted run: base optimizer state, scheduler, EMA (both weight sets), LookSAM's g_v."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from dermlit.callbacks import EMA
+from dermlit.optim import SAM, LookSAM
+from optim.helpers import classifier, images_and_targets, loader, sgd, trainer
+
+STEP_LR = functools.partial(torch.optim.lr_scheduler.StepLR, step_size=2, gamma=0.5)
+ADAMW = functools.partial(torch.optim.AdamW, lr=1e-2, weight_decay=0.05)
+
+
+def optims():
+    return {
+        # k=3 with 5 batches per epoch: step 5 (epoch 2) reuses the g_v computed at step 3
+        "looksam-adamw": LookSAM(optimizer=ADAMW, scheduler=STEP_LR, interval="step", k=3),
+        "sam-sgd": SAM(optimizer=sgd(), scheduler=STEP_LR, interval="epoch"),
+    }
+
+
+def fit(name: str, dirpath, max_epochs: int, ckpt_path=None):
+    images, targets = images_and_targets(40)
+    model = classifier(optims()[name])
+    callbacks = [EMA(decay=0.9), ModelCheckpoint(dirpath=dirpath, save_last=True)]
+    t = trainer(max_epochs=max_epochs, callbacks=callbacks, enable_checkpointing=True)
+    t.fit(model, loader(images, targets), ckpt_path=ckpt_path)
+    return t
+
+
+def assert_same(a, b, path="checkpoint"):
+    if isinstance(a, torch.Tensor):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=lambda m: f"{path}: {m}")
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for key in a:
+            assert_same(a[key], b[key], f"{path}[{key!r}]")
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_same(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, path
+
+
+@pytest.mark.parametrize("name", ["looksam-adamw", pytest.param("sam-sgd", marks=pytest.mark.slow)])
+def test_resume_at_epoch_boundary_equals_uninterrupted_run(tmp_path, name):
+    whole = fit(name, tmp_path / "whole", max_epochs=2)
+    fit(name, tmp_path / "part", max_epochs=1)
+    resumed = fit(name, tmp_path / "part", 2, ckpt_path=tmp_path / "part" / "last.ckpt")
+    assert whole.global_step == resumed.global_step == 10
+    a = torch.load(tmp_path / "whole" / "last.ckpt", weights_only=False)
+    b = torch.load(tmp_path / "part" / "last.ckpt", weights_only=False)
+    for key in (
+        "state_dict",
+        "current_model_state",
+        "averaging_state",
+        "optimizer_states",
+        "lr_schedulers",
+        "dermlit_optim",
+    ):
+        assert_same(a[key], b[key], key)
+    # the two weight sets are really different, and g_v really is state
+    assert not torch.allclose(
+        a["state_dict"]["backbone.conv.weight"], a["current_model_state"]["backbone.conv.weight"]
+    )
+    if name.startswith("looksam"):
+        assert a["dermlit_optim"]["g_v"] is not None
