@@ -38,3 +38,22 @@ format: $(STAMP)
 clean:
 	rm -rf outputs .cache .pytest_cache .ruff_cache build *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+## execute notebooks/*.py (jupytext) on the real data; writes notebooks/*.html (git-ignored).
+## 02 analyses DERMLIT_SWEEP_DIR or the newest outputs/multiruns/ folder, and is skipped without one.
+NB_STAMP := $(VENV)/.installed-notebooks
+NB_RUN = $(BIN)/jupytext --to notebook --execute notebooks/$(1).py \
+	&& $(BIN)/jupyter nbconvert --to html notebooks/$(1).ipynb
+
+$(NB_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,notebooks]'
+	touch $(NB_STAMP)
+
+notebooks: $(NB_STAMP)
+	$(call NB_RUN,01_explore_ham10000)
+	@if [ -n "$$DERMLIT_SWEEP_DIR" ] || ls -d "$${DERMLIT_OUTPUT:-outputs}"/multiruns/*/ >/dev/null 2>&1; then \
+		$(call NB_RUN,02_sweep_analysis); \
+	else \
+		echo "notebooks: SKIPPED 02_sweep_analysis: no multirun directory in $${DERMLIT_OUTPUT:-outputs}/multiruns/;" \
+			"run a sweep first (dermlit-train -m experiment=imbalance_sweep) or set DERMLIT_SWEEP_DIR=DIR"; \
+	fi

@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "dermlit.sweep_summary",
         "one table (markdown, CSV, PNG) of a multirun's jobs: mean and 95% CI over seeds",
     ),
+    "data": ("dermlit.data.cli", "get (fetch) and validate (check) datasets"),
     "augment-audit": (
         "dermlit.augment.audit",
         "measure how augmentation presets change lesion morphology on real images",

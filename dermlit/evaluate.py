@@ -1,5 +1,14 @@
-"""``dermlit-eval``: evaluate a run's checkpoint on a split; writes metrics.json,
-predictions.csv and report/ (the same writer ``dermlit-train`` uses for its test split)."""
+"""``dermlit-eval``: evaluate a run's checkpoint (raw or EMA weights) on a split of its data or on
+another dataset, or re-evaluate an existing predictions.csv; writes metrics.json,
+predictions.csv and report/ (the same writer ``dermlit-train`` uses for its test split).
+
+    dermlit-eval run_dir=RUN                                  # best checkpoint, test split
+    dermlit-eval run_dir=RUN checkpoint=last weights=raw split=val
+    dermlit-eval run_dir=RUN data=isic_csv data.source.csv=GT.csv data.source.images=DIR
+    dermlit-eval run_dir=RUN data=folder data.source.root=DIR  # unlabelled: predictions only
+    dermlit-eval predictions=RUN/predictions.csv val_predictions=RUN/val_predictions.csv \
+        evaluation/cost=uniform
+"""
 
 from __future__ import annotations
 
@@ -12,12 +21,46 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from dermlit.checkpoints import load_model_weights, resolve_checkpoint
-from dermlit.config import CONF_DIR, register_resolvers
-from dermlit.rundir import print_summary, write_evaluation
+from dermlit.checkpoints import NON_WEIGHT_PREFIXES, load_model_weights, resolve_checkpoint
+from dermlit.config import CONF_DIR, checkpoint_name, register_resolvers
+from dermlit.evaluation.analysis import EvalSettings
+from dermlit.rundir import (
+    Evaluation,
+    SplitOutputs,
+    predict_split,
+    print_summary,
+    write_evaluation,
+)
 
 log = logging.getLogger(__name__)
+
+#: default: what the checkpoint's state_dict holds (what dermlit-train tested)
+WEIGHTS = ("default", "raw", "ema")
+
+
+def eval_dir(
+    run_dir: str | None,
+    predictions: str | None,
+    split: str,
+    checkpoint: str,
+    weights: str,
+    data_csv: str | None = None,
+    data_root: str | None = None,
+) -> str:
+    """``RUN/eval/<split>-<checkpoint>[-<weights>]``, ``RUN/eval/<dataset>-<checkpoint>...`` for
+    another dataset, or ``<predictions folder>/eval/<predictions stem>`` for a CSV."""
+    if predictions:
+        return str(Path(predictions).parent / "eval" / f"{Path(predictions).stem}-{split}")
+    if not run_dir:
+        raise ValueError("dermlit-eval needs run_dir=RUN_DIR or predictions=PATH/predictions.csv")
+    name = Path(data_csv).stem if data_csv else Path(data_root).name if data_root else split
+    suffix = "" if weights == "default" else f"-{weights}"
+    return str(Path(run_dir) / "eval" / f"{name}-{checkpoint_name(checkpoint)}{suffix}")
+
+
 register_resolvers()
+if not OmegaConf.has_resolver("dermlit_eval_dir"):
+    OmegaConf.register_new_resolver("dermlit_eval_dir", eval_dir)
 
 
 def run_config(run_dir: Path) -> DictConfig:
@@ -27,28 +70,95 @@ def run_config(run_dir: Path) -> DictConfig:
     return OmegaConf.load(path)
 
 
-def evaluate(cfg: DictConfig) -> dict[str, float]:
+def select_weights(ckpt: dict, weights: str, path: Path) -> dict | None:
+    """The state dict for ``weights``, or None for the checkpoint's own ``state_dict``.
+
+    Layouts: without EMA, ``state_dict`` is raw; Lightning's WeightAveraging (EMA export=ema)
+    puts the average in ``state_dict`` and the raw weights in ``current_model_state``; dermlit's
+    EMA with export=raw keeps raw in ``state_dict`` and the average in ``ema_state_dict``.
+    """
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
+    if weights == "default":
+        return None
+    if weights == "ema":
+        if "ema_state_dict" in ckpt:
+            return ckpt["ema_state_dict"]
+        if "current_model_state" in ckpt:
+            return None
+        raise ValueError(
+            f"{path} holds no EMA weights (trained without callbacks=ema); use weights=raw"
+        )
+    return ckpt.get("current_model_state")
+
+
+def load_weights(model: torch.nn.Module, path: Path, weights: str) -> None:
+    """Load the checkpoint (architecture checked by name), then swap in the chosen weight set."""
+    load_model_weights(model, path)
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    chosen = select_weights(ckpt, weights, path)
+    if chosen is None:
+        return
+    chosen = {k: v for k, v in chosen.items() if not k.startswith(NON_WEIGHT_PREFIXES)}
+    expected = {k for k in model.state_dict() if not k.startswith(NON_WEIGHT_PREFIXES)}
+    if set(chosen) != expected:
+        raise ValueError(f"{path}: the {weights} weights do not fit the model's parameters")
+    model.load_state_dict(chosen, strict=False)
+
+
+def eval_datamodule(train_data: DictConfig, data: DictConfig):
+    """The run's data settings (image size, normalisation) with another ``source``."""
+    node = OmegaConf.create(OmegaConf.to_container(train_data, resolve=True))
+    node.source = OmegaConf.to_container(data.source, resolve=True)
+    node.cache_dir = str(data.cache_dir)
+    node.on_error = str(data.get("on_error", "raise"))
+    node.sampler = None
+    return instantiate(node)
+
+
+def predict_from_checkpoint(cfg: DictConfig) -> tuple[SplitOutputs, SplitOutputs | None, str]:
     run_dir = Path(cfg.run_dir)
     train_cfg = run_config(run_dir)
-    datamodule = instantiate(train_cfg.data)
-    datamodule.setup("test")
     model = instantiate(train_cfg.model)
-    ckpt = resolve_checkpoint(run_dir, cfg.checkpoint)
-    load_model_weights(model, ckpt)
+    ckpt = resolve_checkpoint(run_dir, str(cfg.checkpoint))
+    load_weights(model, ckpt, str(cfg.weights))
     trainer = L.Trainer(
-        accelerator=cfg.accelerator, devices=1, logger=False, enable_checkpointing=False
+        accelerator=cfg.accelerator,
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
     )
-    batches = trainer.predict(model, dataloaders=datamodule.loader(cfg.split))
-    logits = torch.cat([b[0] for b in batches])
-    targets = torch.cat([b[1] for b in batches]).numpy()
-    image_ids = datamodule.frame(cfg.split)["image_id"].tolist()
+    run_data = instantiate(train_cfg.data)
+    run_data.setup("test")
+    data = run_data if cfg.get("data") is None else eval_datamodule(train_cfg.data, cfg.data)
+    data.setup("test")
+    if len(data.frame(cfg.split)) == 0:
+        raise ValueError(
+            f"split {cfg.split!r} of {data.source!r} is empty (external sources put every image "
+            "in split=test)"
+        )
+    outputs = predict_split(trainer, model, data, cfg.split)
+    # temperature: fitted on the RUN's validation split, with these weights (needs labels)
+    val = predict_split(trainer, model, run_data, "val") if (outputs.targets >= 0).any() else None
+    weights = "" if cfg.weights == "default" else f", {cfg.weights} weights"
+    return outputs, val, f"{ckpt.name}{weights} on {data.source!r} ({cfg.split})"
+
+
+def evaluate(cfg: DictConfig) -> Evaluation:
+    settings = EvalSettings.from_config(cfg.get("evaluation"), cfg.bootstrap_resamples, cfg.seed)
+    if cfg.predictions:
+        outputs = SplitOutputs.from_predictions(cfg.predictions)
+        val = SplitOutputs.from_predictions(cfg.val_predictions) if cfg.val_predictions else None
+        source = str(cfg.predictions)
+    else:
+        outputs, val, source = predict_from_checkpoint(cfg)
     out_dir = Path(cfg.output_dir)
-    metrics = write_evaluation(
-        out_dir, image_ids, logits.softmax(-1).numpy(), targets, split=cfg.split,
-        n_resamples=cfg.bootstrap_resamples, seed=cfg.seed,
+    evaluation = write_evaluation(
+        out_dir, outputs, cfg.split, val, settings, title=f"Evaluation of {source}"
     )
-    print_summary(metrics, cfg.split, out_dir)
-    return metrics
+    print_summary(evaluation.metrics, cfg.split, out_dir)
+    return evaluation
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")

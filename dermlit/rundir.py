@@ -5,18 +5,37 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import lightning as L
 import numpy as np
+import torch
 from rich.console import Console
 from rich.table import Table
+from scipy.special import softmax
 
 from dermlit.constants import CLASSES
-from dermlit.evaluation.bootstrap import metrics_with_ci
-from dermlit.evaluation.predictions import predictions_frame, write_predictions
+from dermlit.evaluation.analysis import Analysis, EvalSettings, analyse, log_probs
+from dermlit.evaluation.predictions import predictions_frame, read_predictions, write_predictions
+from dermlit.evaluation.report import Report, write_report
 
-HEADLINE = ("macro_f1", "balanced_accuracy", "accuracy", "ece", "recall_mel", "auroc_macro")
+if TYPE_CHECKING:
+    from dermlit.data.datamodule import DermDataModule
+
+HEADLINE = (
+    "macro_f1",
+    "balanced_accuracy",
+    "accuracy",
+    "auroc_macro",
+    "recall_mel",
+    "ece",
+    "ece_ts",
+    "bayes_mean_cost",
+    "argmax_mean_cost",
+)
 
 
 def _jsonable(value):
@@ -27,41 +46,95 @@ def _jsonable(value):
     return value
 
 
+def _finite(value) -> bool:
+    return value is not None and math.isfinite(value)
+
+
 def write_metrics(path: str | Path, metrics: Mapping[str, float]) -> None:
     """Flat keys; NaN (undefined, e.g. AUROC of an absent class) is written as null."""
     data = {k: _jsonable(v) for k, v in metrics.items()}
     Path(path).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
+@dataclass
+class SplitOutputs:
+    """A model's outputs on one split: image ids, logits (N, 7) and targets (-1: unlabelled).
+
+    From a predictions.csv only probabilities exist; ``log(p)`` stands in for the logits
+    (softmax(log p) = p, so temperature scaling works on them unchanged).
+    """
+
+    image_ids: list[str]
+    logits: np.ndarray
+    targets: np.ndarray
+
+    @property
+    def probs(self) -> np.ndarray:
+        return softmax(np.asarray(self.logits, dtype=np.float64), axis=1)
+
+    @classmethod
+    def from_predictions(cls, path: str | Path) -> SplitOutputs:
+        ids, probs, targets = read_predictions(path)
+        return cls(ids, log_probs(probs), targets)
+
+
+def predict_split(
+    trainer: L.Trainer,
+    model: L.LightningModule,
+    datamodule: DermDataModule,
+    split: str,
+    ckpt_path: str | Path | None = None,
+) -> SplitOutputs:
+    """Logits of ``split`` through ``trainer.predict`` (the model's ``predict_step`` returns
+    ``(logits, targets)``); ids are cut to the batches run (``fast_dev_run`` runs one)."""
+    batches = trainer.predict(
+        model, dataloaders=datamodule.loader(split), ckpt_path=ckpt_path, return_predictions=True
+    )
+    logits = torch.cat([b[0] for b in batches]).float().numpy()
+    targets = torch.cat([b[1] for b in batches]).numpy()
+    ids = datamodule.frame(split)["image_id"].tolist()[: len(targets)]
+    return SplitOutputs(ids, logits, targets)
+
+
+@dataclass
+class Evaluation:
+    metrics: dict[str, float]
+    analysis: Analysis
+    report: Report
+
+
 def write_evaluation(
     out_dir: str | Path,
-    image_ids: Sequence[str],
-    probs: np.ndarray,
-    targets: np.ndarray,
+    outputs: SplitOutputs,
     split: str = "test",
-    n_resamples: int = 1000,
-    seed: int = 0,
-) -> dict[str, float]:
-    """predictions.csv, metrics.json (with bootstrap CIs) and report/report.md for one split."""
+    val: SplitOutputs | None = None,
+    settings: EvalSettings | None = None,
+    title: str = "dermlit evaluation",
+) -> Evaluation:
+    """predictions.csv (and val_predictions.csv), metrics.json with bootstrap CIs and report/.
+
+    ``val``: the validation split's outputs of the SAME weights, for temperature scaling.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_predictions(out_dir / "predictions.csv", predictions_frame(image_ids, probs, targets))
-    labelled = targets >= 0
-    metrics: dict[str, float] = {}
-    if labelled.any():
-        metrics = metrics_with_ci(
-            probs[labelled],
-            targets[labelled],
-            prefix=f"{split}/",
-            n_resamples=n_resamples,
-            seed=seed,
-        )
-    metrics[f"{split}/n_images"] = int(len(image_ids))
-    write_metrics(out_dir / "metrics.json", metrics)
-    report_dir = out_dir / "report"
-    report_dir.mkdir(exist_ok=True)
-    (report_dir / "report.md").write_text(markdown_summary(metrics, split))
-    return metrics
+    probs = outputs.probs
+    write_predictions(
+        out_dir / "predictions.csv", predictions_frame(outputs.image_ids, probs, outputs.targets)
+    )
+    if val is not None:
+        frame = predictions_frame(val.image_ids, val.probs, val.targets)
+        write_predictions(out_dir / "val_predictions.csv", frame)
+    analysis = analyse(
+        probs,
+        outputs.targets,
+        split,
+        settings,
+        logits=outputs.logits,
+        val=None if val is None else (val.logits, val.targets),
+    )
+    write_metrics(out_dir / "metrics.json", analysis.metrics)
+    report = write_report(analysis, out_dir / "report", title)
+    return Evaluation(analysis.metrics, analysis, report)
 
 
 def headline_rows(metrics: Mapping[str, float], split: str) -> list[tuple[str, str, str]]:
@@ -71,21 +144,15 @@ def headline_rows(metrics: Mapping[str, float], split: str) -> list[tuple[str, s
         if key not in metrics:
             continue
         low, high = metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
-        ci = f"[{low:.3f}, {high:.3f}]" if low is not None and high is not None else ""
+        ci = f"[{low:.3f}, {high:.3f}]" if _finite(low) and _finite(high) else ""
         rows.append((key, f"{metrics[key]:.3f}", ci))
     for cls in CLASSES:
         key = f"{split}/recall_{cls}"
         if key in metrics and cls != "mel":
             low, high = metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
-            ci = f"[{low:.3f}, {high:.3f}]" if low is not None else ""
+            ci = f"[{low:.3f}, {high:.3f}]" if _finite(low) and _finite(high) else ""
             rows.append((key, f"{metrics[key]:.3f}", ci))
     return rows
-
-
-def markdown_summary(metrics: Mapping[str, float], split: str) -> str:
-    lines = [f"# {split} metrics\n", "| metric | value | 95% CI |", "| --- | --- | --- |"]
-    lines += [f"| {k} | {v} | {ci} |" for k, v, ci in headline_rows(metrics, split)]
-    return "\n".join(lines) + "\n"
 
 
 def print_summary(metrics: Mapping[str, float], split: str, run_dir: str | Path) -> None:

@@ -14,8 +14,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from dermlit.config import CONF_DIR, register_resolvers
+from dermlit.evaluation.analysis import EvalSettings
+from dermlit.evaluation.report import log_report_to_loggers
 from dermlit.loggers import close_loggers, log_flat_config
-from dermlit.rundir import print_summary, write_evaluation
+from dermlit.rundir import SplitOutputs, predict_split, print_summary, write_evaluation
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -57,19 +59,24 @@ def train(cfg: DictConfig) -> dict[str, float]:
         datamodule.splits.to_csv(run_dir / "splits.csv", index=False)
         if len(datamodule.skipped):
             datamodule.skipped.to_csv(run_dir / "skipped.csv", index=False)
-        trainer.test(model, datamodule=datamodule, ckpt_path=test_checkpoint(cfg, trainer))
+        ckpt_path = test_checkpoint(cfg, trainer)
+        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path)
         logits = torch.cat([lo for lo, _ in model.test_outputs])
         targets = torch.cat([t for _, t in model.test_outputs]).numpy()
         test_frame = datamodule.frame("test")
         image_ids = test_frame["image_id"].tolist()[: len(targets)]  # fast_dev_run: one batch
-        metrics = write_evaluation(
+        # validation logits of the same weights: the temperature for calibration is fitted there
+        val = predict_split(trainer, model, datamodule, "val", ckpt_path)
+        evaluation = write_evaluation(
             run_dir,
-            image_ids,
-            logits.softmax(-1).numpy(),
-            targets,
-            n_resamples=cfg.bootstrap_resamples,
-            seed=cfg.seed,
+            SplitOutputs(image_ids, logits.numpy(), targets),
+            val=val,
+            settings=EvalSettings.from_config(
+                cfg.get("evaluation"), cfg.bootstrap_resamples, cfg.seed
+            ),
         )
+        metrics = evaluation.metrics
+        log_report_to_loggers(loggers, evaluation.report)
     finally:
         close_loggers(loggers)
     print_summary(metrics, "test", run_dir)

@@ -86,7 +86,8 @@ class DermDataModule(L.LightningDataModule):
         self.skipped = report.skipped
         if len(df) == 0:
             raise SplitError(f"{self.source!r}: no valid image left")
-        df["target"] = df["label"].map(CLASS_TO_INDEX).astype(np.int64)
+        # an empty label (prediction-only sources) is target -1; other labels were validated
+        df["target"] = df["label"].map(CLASS_TO_INDEX).fillna(-1).astype(np.int64)
         if "split" not in df.columns:  # official splits, when a source ships them, are kept
             df["split"] = grouped_stratified_split(
                 df, self.val_fraction, self.test_fraction, self.split_seed

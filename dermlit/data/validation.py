@@ -67,10 +67,15 @@ class ValidationReport:
         return pd.DataFrame(rows, columns=["image_id", "problem", "detail"])
 
 
-def check_index(df: pd.DataFrame, dataset: str) -> ValidationReport:
-    """Metadata checks that need no decoding: unknown labels, duplicate ids, missing files."""
+def check_index(df: pd.DataFrame, dataset: str, allow_unlabelled: bool = False) -> ValidationReport:
+    """Metadata checks that need no decoding: unknown labels, duplicate ids, missing files.
+
+    ``allow_unlabelled``: an empty label means "unknown" (prediction-only sources), not an error.
+    """
     report = ValidationReport(dataset)
     unknown = ~df["label"].isin(CLASSES)
+    if allow_unlabelled:
+        unknown &= df["label"] != ""
     for image_id, label in df.loc[unknown, ["image_id", "label"]].itertuples(index=False):
         report.add("unknown label", image_id, repr(label))
     dup = df["image_id"].duplicated(keep="first")

@@ -1,0 +1,58 @@
+"""DDP under Hydra, for single runs AND multiruns.
+
+Lightning's DDP launcher starts ranks 1..N-1 by re-running the command line. Under Hydra it
+appends ``hydra.run.dir=...`` to ``sys.argv``, which for a multirun job still holds ``-m`` and
+the whole sweep, so every child re-launches the sweep (DESIGN.md; Lightning PR #11617 was
+reverted). :class:`HydraDDPStrategy` starts each child as a plain (non-multirun) run of THIS job:
+the job's own overrides (``hydra.overrides.task``) and its output directory.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from unittest import mock
+
+from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.strategies.launchers import subprocess_script
+from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+
+
+def hydra_job_command(local_rank: int) -> tuple[Sequence[str], str]:
+    """The command that re-creates the current Hydra job (not the sweep) for one child rank."""
+    from hydra.core.hydra_config import HydraConfig
+
+    import __main__
+
+    hydra_cfg = HydraConfig.get()
+    if __main__.__spec__ is not None:
+        command = [sys.executable, "-m", __main__.__spec__.name]
+    else:  # a console script such as dermlit-train
+        command = [sys.executable, os.path.abspath(sys.argv[0])]
+    command += [str(o) for o in hydra_cfg.overrides.task]
+    command += [
+        f"hydra.run.dir={hydra_cfg.runtime.output_dir}",
+        f"hydra.job.name=ddp_rank_{local_rank}",
+        "hydra.output_subdir=null",
+    ]
+    return command, os.getcwd()
+
+
+class HydraJobLauncher(_SubprocessScriptLauncher):
+    """Lightning's subprocess launcher with children built by :func:`hydra_job_command`."""
+
+    def _call_children_scripts(self) -> None:
+        with mock.patch.object(subprocess_script, "_hydra_subprocess_cmd", hydra_job_command):
+            super()._call_children_scripts()
+
+
+class HydraDDPStrategy(DDPStrategy):
+    """``DDPStrategy`` whose script launcher keeps every Hydra multirun job in its own job."""
+
+    def _configure_launcher(self) -> None:
+        super()._configure_launcher()
+        if type(self._launcher) is _SubprocessScriptLauncher:
+            self._launcher = HydraJobLauncher(
+                self.cluster_environment, self.num_processes, self.num_nodes
+            )

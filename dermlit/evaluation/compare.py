@@ -1,0 +1,224 @@
+"""``dermlit compare RUN_A RUN_B``: is A better than B on the same test images, beyond noise?
+
+Paired bootstrap (both models scored on the same stratified resamples) of every headline
+metric, and McNemar's test on per-image correctness. Runs whose test sets differ are refused
+with the difference named: a paired comparison on different images would be meaningless.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dermlit.constants import CLASSES
+from dermlit.data.validation import describe_ids
+from dermlit.evaluation.bootstrap import HEADLINE, mcnemar, paired_bootstrap
+from dermlit.evaluation.metrics import higher_is_better, point_metrics
+from dermlit.evaluation.predictions import read_predictions
+
+
+class TestSetMismatch(ValueError):
+    """The two runs were not evaluated on the same labelled images."""
+
+
+@dataclass
+class Predictions:
+    name: str
+    image_ids: list[str]
+    probs: np.ndarray
+    targets: np.ndarray
+
+    @classmethod
+    def load(cls, path: str | Path) -> Predictions:
+        """A run directory (its ``predictions.csv``) or a predictions.csv file."""
+        path = Path(path)
+        csv = path / "predictions.csv" if path.is_dir() else path
+        if not csv.is_file():
+            raise FileNotFoundError(f"no predictions.csv at {csv}")
+        ids, probs, targets = read_predictions(csv)
+        return cls(str(path), ids, probs, targets)
+
+
+def align(a: Predictions, b: Predictions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(probs_a, probs_b, targets)`` in A's row order; raises naming any difference."""
+    problems = []
+    for p in (a, b):
+        dup = sorted({i for i in p.image_ids if p.image_ids.count(i) > 1})
+        if dup:
+            problems.append(f"{p.name} lists image(s) twice: {describe_ids(dup)}")
+        if (p.targets < 0).any():
+            missing = [i for i, t in zip(p.image_ids, p.targets, strict=True) if t < 0]
+            problems.append(f"{p.name} has image(s) without a label: {describe_ids(missing)}")
+    only_a = sorted(set(a.image_ids) - set(b.image_ids))
+    only_b = sorted(set(b.image_ids) - set(a.image_ids))
+    if only_a:
+        problems.append(f"image(s) only in A ({a.name}): {describe_ids(only_a)}")
+    if only_b:
+        problems.append(f"image(s) only in B ({b.name}): {describe_ids(only_b)}")
+    if not problems:
+        row_b = {i: k for k, i in enumerate(b.image_ids)}
+        order = np.array([row_b[i] for i in a.image_ids], dtype=np.int64)
+        differ = np.flatnonzero(a.targets != b.targets[order])
+        if differ.size:
+            ta, tb = a.targets, b.targets[order]
+            shown = [f"{a.image_ids[k]} (A {CLASSES[ta[k]]}, B {CLASSES[tb[k]]})" for k in differ]
+            problems.append(f"different labels for the same image: {describe_ids(shown)}")
+    if problems:
+        raise TestSetMismatch(
+            "refusing to compare: the test sets differ\n  - " + "\n  - ".join(problems)
+        )
+    return a.probs, b.probs[order], a.targets
+
+
+def compare(
+    a: Predictions,
+    b: Predictions,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    metrics: tuple[str, ...] = HEADLINE,
+) -> dict:
+    """JSON-ready: per metric A, B, delta (A - B), CI, share of resamples where A is better;
+    McNemar on accuracy (b: only A right, c: only B right)."""
+    pa, pb, t = align(a, b)
+    paired = paired_bootstrap(pa, pb, t, n_resamples, seed, alpha, metrics)
+    point_a, point_b = point_metrics(pa, t), point_metrics(pb, t)
+    right_a, right_b = pa.argmax(1) == t, pb.argmax(1) == t
+    stat, p = mcnemar(right_a, right_b)
+    return {
+        "a": a.name,
+        "b": b.name,
+        "n_images": len(t),
+        "n_resamples": n_resamples,
+        "seed": seed,
+        "alpha": alpha,
+        "metrics": {
+            m: {
+                "a": point_a[m],
+                "b": point_b[m],
+                **paired[m],
+                "higher_is_better": higher_is_better(m),
+            }
+            for m in metrics
+        },
+        "mcnemar": {
+            "only_a_correct": int(np.sum(right_a & ~right_b)),
+            "only_b_correct": int(np.sum(~right_a & right_b)),
+            "statistic": stat,
+            "p_value": p,
+        },
+    }
+
+
+def _f(x: float, digits: int = 3) -> str:
+    return "n/a" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
+
+
+def rows(result: dict) -> list[list[str]]:
+    out = []
+    for m, r in result["metrics"].items():
+        delta = "n/a" if not math.isfinite(r["delta"]) else f"{r['delta']:+.3f}"
+        out.append(
+            [
+                m,
+                _f(r["a"]),
+                _f(r["b"]),
+                delta,
+                f"[{_f(r['ci_low'])}, {_f(r['ci_high'])}]",
+                _f(r["share_a_better"], 2),
+                "higher" if r["higher_is_better"] else "lower",
+            ]
+        )
+    return out
+
+
+COLUMNS = ["metric", "A", "B", "A - B", "CI", "P(A better)", "better"]
+
+
+def markdown(result: dict) -> str:
+    pct = f"{100 * (1 - result['alpha']):.0f}%"
+    mc = result["mcnemar"]
+    lines = [
+        "# dermlit compare",
+        "",
+        f"A: `{result['a']}`  ",
+        f"B: `{result['b']}`  ",
+        f"{result['n_images']} paired test images; paired stratified bootstrap, "
+        f"{result['n_resamples']} resamples, seed {result['seed']}, {pct} percentile CI of A - B.",
+        "",
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + " --- |" * len(COLUMNS),
+        *("| " + " | ".join(r) + " |" for r in rows(result)),
+        "",
+        f"McNemar on accuracy: only A correct {mc['only_a_correct']}, only B correct "
+        f"{mc['only_b_correct']}, statistic {mc['statistic']:.3f}, p = {mc['p_value']:.4g}.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _json(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json(v) for k, v in value.items()}
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = __doc__.splitlines()[0]
+    parser.add_argument("run_a", help="run directory or predictions.csv of model A")
+    parser.add_argument("run_b", help="run directory or predictions.csv of model B")
+    parser.add_argument("--resamples", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--alpha", type=float, default=0.05)
+    parser.add_argument("--metrics", nargs="+", default=list(HEADLINE), metavar="METRIC")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="write FILE.md or FILE.json (by suffix), or DIR/compare.md and DIR/compare.json",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    try:
+        a, b = Predictions.load(args.run_a), Predictions.load(args.run_b)
+        result = compare(a, b, args.resamples, args.seed, args.alpha, tuple(args.metrics))
+    except (TestSetMismatch, FileNotFoundError, KeyError, ValueError) as err:
+        print(f"dermlit compare: {err}", file=sys.stderr)
+        return 2
+    table = Table(title=f"A = {a.name}\nB = {b.name}")
+    for col in COLUMNS:
+        table.add_column(col)
+    for row in rows(result):
+        table.add_row(*row)
+    console = Console(width=140)
+    console.print(table)
+    mc = result["mcnemar"]
+    console.print(
+        f"McNemar (accuracy): only A correct {mc['only_a_correct']}, only B correct "
+        f"{mc['only_b_correct']}, p = {mc['p_value']:.4g}"
+    )
+    if args.out is not None:
+        out: Path = args.out
+        targets = {".md": [out], ".json": [out]}.get(out.suffix)
+        if targets is None:
+            out.mkdir(parents=True, exist_ok=True)
+            targets = [out / "compare.md", out / "compare.json"]
+        for path in targets:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if path.suffix == ".md":
+                path.write_text(markdown(result))
+            else:
+                path.write_text(json.dumps(_json(result), indent=2) + "\n")
+            console.print(f"wrote {path}")
+    return 0

@@ -1,0 +1,305 @@
+"""The evaluation report: report.md, a self-contained report.html (PNGs embedded as base64) and
+the PNGs, all in ``report/``; and the same tables and images logged to W&B / TensorBoard.
+
+One list of blocks (headings, paragraphs, tables, figures) is rendered to both formats, so the
+two never disagree. Tables are pandas DataFrames of preformatted strings.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dermlit.constants import CLASSES, MALIGNANT
+from dermlit.evaluation.analysis import CALIBRATION, DECISION_KEYS, TS, Analysis
+from dermlit.evaluation.metrics import SPEC_LEVELS
+from dermlit.evaluation.plots import FIGURES, row_normalised, save_figures
+
+log = logging.getLogger(__name__)
+
+HEADLINE = ("macro_f1", "balanced_accuracy", "accuracy", "auroc_macro", "recall_mel")
+
+
+@dataclass
+class Table:
+    name: str
+    caption: str
+    frame: pd.DataFrame
+    highlight: np.ndarray | None = None  # bool mask of the frame's cells
+
+
+@dataclass
+class Report:
+    """What was written; ``log_report_to_loggers`` logs it."""
+
+    split: str
+    out_dir: Path
+    blocks: list = field(default_factory=list)
+    tables: dict[str, Table] = field(default_factory=dict)
+    images: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def markdown_path(self) -> Path:
+        return self.out_dir / "report.md"
+
+    @property
+    def html_path(self) -> Path:
+        return self.out_dir / "report.html"
+
+    def heading(self, text: str, level: int = 2) -> None:
+        self.blocks.append(("h", level, text))
+
+    def text(self, text: str) -> None:
+        self.blocks.append(("p", text))
+
+    def table(self, table: Table) -> None:
+        self.tables[table.name] = table
+        self.blocks.append(("table", table.name))
+
+    def figure(self, stem: str) -> None:
+        if stem in self.images:
+            self.blocks.append(("img", stem))
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def with_ci(a: Analysis, name: str) -> str:
+    value, low, high = a.get(name), a.get(f"{name}_ci_low"), a.get(f"{name}_ci_high")
+    ci = f" [{low:.3f}, {high:.3f}]" if low is not None and high is not None else ""
+    return fmt(value) + ci
+
+
+# ---------------------------------------------------------------------- content
+def build_report(a: Analysis, out_dir: Path, title: str = "dermlit evaluation") -> Report:
+    r = Report(a.split, out_dir)
+    r.images = save_figures(a, out_dir) if a.n_labelled else {}
+    pct = f"{100 * (1 - a.settings.alpha):.0f}%"
+    r.heading(f"{title}: {a.split}", 1)
+    r.text(
+        f"{a.n_images} images, {a.n_labelled} labelled. Intervals: {pct} percentile bootstrap, "
+        f"{a.settings.n_resamples} resamples stratified by true class, seed {a.settings.seed}."
+    )
+    for note in a.notes:
+        r.text(f"Note: {note}")
+    if not a.n_labelled:
+        return r
+    r.heading("Headline metrics")
+    names = [*HEADLINE, *(f"mel_sensitivity_at_spec{s}" for s in SPEC_LEVELS)]
+    rows = [(a.key(m), with_ci(a, m)) for m in names]  # the metrics.json / logger names
+    rows.append((a.key("rare_called_common_rate"), fmt(a.get("rare_called_common_rate"))))
+    r.table(Table("headline", f"value [{pct} CI]", _frame(rows, ["metric", "value"])))
+
+    r.heading("Per class")
+    per_class = [
+        [c, str(int(a.get(f"support_{c}") or 0))]
+        + [with_ci(a, f"{m}_{c}") for m in ("precision", "recall", "f1", "auroc")]
+        for c in CLASSES
+    ]
+    cols = ["class", "support", "precision", "recall", "F1", "AUROC (one-vs-rest)"]
+    r.table(Table("per_class", f"per class, value [{pct} CI]", _frame(per_class, cols)))
+    r.figure("recall_per_class")
+    r.figure("roc_mel")
+
+    r.heading("Confusion matrix")
+    r.text(
+        "Rows: true class, columns: predicted. Highlighted: a rare class called common "
+        f"(common = {', '.join(a.settings.common_classes)}); these errors are "
+        f"{fmt(a.get('rare_called_common_rate'))} of the rare-class cases."
+    )
+    assert a.confusion is not None and a.highlight is not None
+    shown = a.highlight & (a.confusion > 0)
+    counts = pd.DataFrame(a.confusion.astype(str), index=list(CLASSES), columns=list(CLASSES))
+    r.table(Table("confusion_counts", "counts", counts.reset_index(names="true"), _pad(shown)))
+    shares = pd.DataFrame(
+        [[f"{v:.2f}" for v in row] for row in row_normalised(a.confusion)],
+        index=list(CLASSES),
+        columns=list(CLASSES),
+    )
+    r.table(
+        Table(
+            "confusion_normalised", "row-normalised", shares.reset_index(names="true"), _pad(shown)
+        )
+    )
+    r.figure("confusion_matrix")
+
+    r.heading("Calibration")
+    if a.temperature is not None:
+        r.text(
+            f"Temperature scaling: T = {a.temperature:.3f}, fitted on the validation split by "
+            "NLL and applied to these logits (argmax unchanged)."
+        )
+        cal = [(m, with_ci(a, m), with_ci(a, f"{m}{TS}")) for m in CALIBRATION]
+        cols = ["metric", "before", f"after (T = {a.temperature:.2f})"]
+    else:
+        cal = [(m, with_ci(a, m)) for m in CALIBRATION]
+        cols = ["metric", "value"]
+    r.table(
+        Table(
+            "calibration",
+            f"{a.settings.n_bins} bins, ECE on the top label, [{pct} CI]",
+            _frame(cal, cols),
+        )
+    )
+    r.figure("reliability")
+    r.figure("reliability_per_class")
+
+    r.heading("Clinical cost")
+    cost = a.settings.cost
+    r.text(
+        f"Cost matrix `{cost.name}` (rows: true, columns: decided; see "
+        f"conf/evaluation/cost/{cost.name}.yaml for its source). Malignant: "
+        f"{', '.join(MALIGNANT)}. Bayes = the decision of minimum expected cost under the "
+        f"{'temperature-scaled' if a.temperature is not None else 'uncalibrated'} probabilities."
+    )
+    matrix = pd.DataFrame(
+        [[f"{v:g}" for v in row] for row in cost.matrix], index=list(CLASSES), columns=CLASSES
+    )
+    r.table(Table("cost_matrix", f"cost `{cost.name}`", matrix.reset_index(names="true")))
+    dec = [[k] + [fmt(a.get(f"{rule}_{k}")) for rule in ("argmax", "bayes")] for k in DECISION_KEYS]
+    r.table(Table("decisions", "argmax vs Bayes decisions", _frame(dec, ["", "argmax", "Bayes"])))
+
+    r.heading("Referral (selective prediction)")
+    r.text(
+        "The model decides the most certain cases and refers the rest to a dermatologist. "
+        "Largest coverage at which the accepted cases reach each target (0: never)."
+    )
+    ref = []
+    for metric, target in a.settings.referral_targets.items():
+        for score in a.risk_coverage:
+            cov = a.get(f"referral_{score}_coverage_for_{metric}")
+            thr = a.get(f"referral_{score}_threshold_for_{metric}")
+            ref.append([f"{metric} >= {target:g}", score, fmt(cov), fmt(thr, 4)])
+    ref_cols = ["target", "defer by", "coverage", "threshold"]
+    r.table(Table("referral", "coverage at the configured targets", _frame(ref, ref_cols)))
+    r.figure("risk_coverage")
+    return r
+
+
+def _frame(rows: Sequence[Sequence[str]], columns: Sequence[str]) -> pd.DataFrame:
+    return pd.DataFrame([list(map(str, row)) for row in rows], columns=list(columns))
+
+
+def _pad(mask: np.ndarray) -> np.ndarray:
+    """The mask of a class-by-class table shifted right by its leading ``true`` column."""
+    return np.hstack([np.zeros((mask.shape[0], 1), dtype=bool), mask])
+
+
+# ---------------------------------------------------------------------- rendering
+def _md_table(t: Table) -> str:
+    cells = t.frame.to_numpy(dtype=str)
+    if t.highlight is not None:
+        cells = np.where(t.highlight, np.char.add(np.char.add("**", cells), "**"), cells)
+    lines = [f"*{t.caption}*", "", "| " + " | ".join(map(str, t.frame.columns)) + " |"]
+    lines.append("|" + " --- |" * len(t.frame.columns))
+    lines += ["| " + " | ".join(row) + " |" for row in cells]
+    return "\n".join(lines)
+
+
+def to_markdown(r: Report) -> str:
+    parts = []
+    for block in r.blocks:
+        if block[0] == "h":
+            parts.append("#" * block[1] + " " + block[2])
+        elif block[0] == "p":
+            parts.append(block[1])
+        elif block[0] == "table":
+            parts.append(_md_table(r.tables[block[1]]))
+        else:
+            parts.append(f"![{FIGURES[block[1]][1]}]({r.images[block[1]].name})")
+    return "\n\n".join(parts) + "\n"
+
+
+def _html_table(t: Table) -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in t.frame.columns)
+    rows = []
+    for i, row in enumerate(t.frame.to_numpy(dtype=str)):
+        cells = []
+        for j, v in enumerate(row):
+            hot = t.highlight is not None and t.highlight[i, j]
+            attr = ' class="hot"' if hot else ""
+            cells.append(f"<td{attr}>{html.escape(v)}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    caption = f"<caption>{html.escape(t.caption)}</caption>"
+    return f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;
+text-align:right}th{background:#f3f3f3}caption{font-style:italic;text-align:left}
+td.hot{background:#f8c4c4;font-weight:bold}img{max-width:100%}figure{margin:1em 0}"""
+
+
+def to_html(r: Report) -> str:
+    """One file with everything inline: opens anywhere, attachable, no broken image links."""
+    parts = []
+    for block in r.blocks:
+        if block[0] == "h":
+            parts.append(f"<h{block[1]}>{html.escape(block[2])}</h{block[1]}>")
+        elif block[0] == "p":
+            parts.append(f"<p>{html.escape(block[1])}</p>")
+        elif block[0] == "table":
+            parts.append(_html_table(r.tables[block[1]]))
+        else:
+            data = base64.b64encode(r.images[block[1]].read_bytes()).decode("ascii")
+            caption = html.escape(FIGURES[block[1]][1])
+            parts.append(
+                f'<figure><img alt="{caption}" src="data:image/png;base64,{data}">'
+                f"<figcaption>{caption}</figcaption></figure>"
+            )
+    title = html.escape(r.blocks[0][2] if r.blocks else "dermlit report")
+    return (
+        f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{title}</title>'
+        f"<style>{STYLE}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n"
+    )
+
+
+def write_report(a: Analysis, out_dir: str | Path, title: str = "dermlit evaluation") -> Report:
+    """report.md, report.html and the PNGs into ``out_dir`` (created)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    r = build_report(a, out_dir, title)
+    r.markdown_path.write_text(to_markdown(r))
+    r.html_path.write_text(to_html(r))
+    return r
+
+
+# ---------------------------------------------------------------------- loggers
+def log_report_to_loggers(loggers: Sequence, report: Report) -> None:
+    """Log the report's tables and images to W&B (tables, images, the HTML as an artifact) and
+    its images to TensorBoard; other loggers (CSV) get nothing, they hold the scalars only."""
+    from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+
+    prefix = f"{report.split}/report"
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            import wandb
+
+            run = logger.experiment
+            payload = {
+                f"{prefix}/{name}": wandb.Table(dataframe=t.frame)
+                for name, t in report.tables.items()
+            }
+            payload |= {
+                f"{prefix}/{stem}": wandb.Image(str(path), caption=FIGURES[stem][1])
+                for stem, path in report.images.items()
+            }
+            run.log(payload)
+            artifact = wandb.Artifact(f"report-{run.id}-{report.split}", type="report")
+            artifact.add_file(str(report.html_path))
+            artifact.add_file(str(report.markdown_path))
+            run.log_artifact(artifact)
+        elif isinstance(logger, TensorBoardLogger):
+            from PIL import Image
+
+            for stem, path in report.images.items():
+                image = np.asarray(Image.open(path).convert("RGB"))
+                logger.experiment.add_image(f"{prefix}/{stem}", image, dataformats="HWC")

@@ -1,0 +1,140 @@
+"""``dermlit-eval`` on a tiny trained run: checkpoint weights, predictions.csv, other datasets."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+
+from dermlit.constants import ISIC_COLUMNS
+from dermlit.data.sources import HAM10000Source
+from dermlit.evaluate import evaluate
+from dermlit.evaluation.predictions import read_predictions
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = [
+    "data.source.n_images=700",
+    "data.image_size=32",
+    "data.batch_size=32",
+    "trainer.max_epochs=1",
+    "+trainer.limit_train_batches=3",
+    "bootstrap_resamples=100",
+]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Iterator[tuple[Path, dict]]:
+    """A tiny run trained through the real entry point (``dermlit-train``)."""
+    cache = tmp_path_factory.mktemp("eval-cache")
+    run_dir = tmp_path_factory.mktemp("eval-run") / "run"
+    env = {**os.environ, "DERMLIT_CACHE": str(cache)}
+    cmd = [sys.executable, "-m", "dermlit.train", *TINY, f"hydra.run.dir={run_dir}"]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DERMLIT_CACHE", str(cache))  # for the in-process evaluations below
+        yield run_dir, json.loads((run_dir / "metrics.json").read_text())
+
+
+def eval_cfg(*overrides: str):
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        return compose("eval", overrides=["bootstrap_resamples=100", *overrides])
+
+
+def test_training_writes_the_full_evaluation(run) -> None:
+    run_dir, metrics = run
+    assert metrics["test/temperature"] > 0
+    for name in ("ece", "mce", "classwise_ece", "brier", "nll"):
+        assert f"test/{name}" in metrics and f"test/{name}_ts" in metrics
+    for rule in ("argmax", "bayes"):
+        assert f"test/{rule}_mean_cost" in metrics
+    ids, _, _ = read_predictions(run_dir / "val_predictions.csv")
+    splits = pd.read_csv(run_dir / "splits.csv")
+    assert sorted(ids) == sorted(splits.loc[splits["split"] == "val", "image_id"])
+    html = (run_dir / "report" / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 6
+
+
+def test_eval_with_raw_weights_and_missing_ema(run) -> None:
+    """(tests/test_train.py runs dermlit-eval through its entry point; here in-process.)"""
+    run_dir, metrics = run
+    cfg = eval_cfg(f"run_dir={run_dir}", "weights=raw")
+    out = run_dir / "eval" / "test-best-raw"
+    assert Path(cfg.output_dir) == out
+    evaluate(cfg)
+    # a run without EMA: raw weights are the checkpoint's state_dict, i.e. what was tested
+    assert json.loads((out / "metrics.json").read_text()) == metrics
+    assert (out / "report" / "report.html").is_file()
+    with pytest.raises(ValueError, match="holds no EMA weights"):
+        evaluate(eval_cfg(f"run_dir={run_dir}", "weights=ema", f"output_dir={run_dir}/x"))
+
+
+def test_eval_from_predictions_csv(run, tmp_path: Path) -> None:
+    run_dir, metrics = run
+    cfg = eval_cfg(
+        f"predictions={run_dir}/predictions.csv",
+        f"val_predictions={run_dir}/val_predictions.csv",
+        "evaluation/cost=uniform",
+    )
+    assert cfg.output_dir == str(run_dir / "eval" / "predictions-test")
+    m = evaluate(cfg).metrics
+    for key in ("test/macro_f1", "test/balanced_accuracy", "test/recall_mel_ci_low"):
+        assert m[key] == pytest.approx(metrics[key], abs=1e-6)  # argmax is the same
+    # probabilities were rounded to 6 decimals in the CSV: calibration agrees closely
+    assert m["test/temperature"] == pytest.approx(metrics["test/temperature"], rel=1e-2)
+    assert m["test/ece_ts"] == pytest.approx(metrics["test/ece_ts"], abs=1e-3)
+    # uniform costs: Bayes = argmax, the mean cost = the error rate
+    assert m["test/bayes_mean_cost"] == pytest.approx(1 - m["test/accuracy"])
+    assert (run_dir / "eval" / "predictions-test" / "report" / "report.md").is_file()
+
+
+def test_eval_on_an_isic_csv_and_an_unlabelled_folder(run, tmp_path: Path) -> None:
+    run_dir, _ = run
+    resolved = yaml.safe_load((run_dir / ".hydra" / "resolved.yaml").read_text())
+    index, _ = HAM10000Source(resolved["data"]["source"]["root"]).load()
+    ids, probs, targets = read_predictions(run_dir / "predictions.csv")
+    chosen = index.set_index("image_id").loc[ids[:40]]
+    images = tmp_path / "images"
+    images.mkdir()
+    for image_id, path in chosen["path"].items():
+        shutil.copy(path, images / f"{image_id}.jpg")
+    onehot = np.zeros((40, 7))
+    onehot[np.arange(40), [ISIC_COLUMNS.index(c.upper()) for c in chosen["label"]]] = 1
+    gt = pd.DataFrame(onehot, columns=list(ISIC_COLUMNS))
+    gt.insert(0, "image", ids[:40])
+    gt.to_csv(tmp_path / "GroundTruth.csv", index=False)
+
+    cfg = eval_cfg(
+        f"run_dir={run_dir}",
+        "data=isic_csv",
+        f"data.source.csv={tmp_path}/GroundTruth.csv",
+        f"data.source.images={images}",
+    )
+    out = Path(cfg.output_dir)
+    assert out == run_dir / "eval" / "GroundTruth-best"
+    m = evaluate(cfg).metrics
+    assert m["test/n_images"] == 40 and "test/temperature" in m
+    # the same model and preprocessing as on the run's own test split: the same probabilities
+    got_ids, got_probs, got_targets = read_predictions(out / "predictions.csv")
+    order = [ids.index(i) for i in got_ids]
+    np.testing.assert_allclose(got_probs, probs[order], atol=2e-6)
+    np.testing.assert_array_equal(got_targets, targets[order])
+
+    cfg = eval_cfg(f"run_dir={run_dir}", "data=folder", f"data.source.root={images}")
+    m = evaluate(cfg).metrics
+    assert m == {"test/n_images": 40}
+    out = Path(cfg.output_dir)
+    assert out == run_dir / "eval" / "images-best"
+    _, unl_probs, unl_targets = read_predictions(out / "predictions.csv")
+    assert (unl_targets == -1).all() and np.allclose(unl_probs.sum(1), 1, atol=1e-4)
+    assert "No labels" in (out / "report" / "report.md").read_text()
