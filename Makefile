@@ -28,12 +28,12 @@ test-all: $(STAMP)
 	$(BIN)/python -m pytest $(ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check dermlit tests benchmarks
-	$(BIN)/ruff format --check dermlit tests benchmarks
+	$(BIN)/ruff check dermlit tests benchmarks notebooks
+	$(BIN)/ruff format --check dermlit tests benchmarks notebooks
 
 format: $(STAMP)
-	$(BIN)/ruff check --fix dermlit tests benchmarks
-	$(BIN)/ruff format dermlit tests benchmarks
+	$(BIN)/ruff check --fix dermlit tests benchmarks notebooks
+	$(BIN)/ruff format dermlit tests benchmarks notebooks
 
 clean:
 	rm -rf outputs .cache .pytest_cache .ruff_cache build *.egg-info

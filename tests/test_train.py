@@ -92,7 +92,9 @@ def test_one_epoch_writes_the_whole_run_directory(one_epoch_run) -> None:
     assert "test/macro_f1" in (run / "report" / "report.md").read_text()
 
 
-def test_eval_reproduces_the_test_metrics_from_the_best_checkpoint(one_epoch_run, cache_dir) -> None:
+def test_eval_reproduces_the_test_metrics_from_the_best_checkpoint(
+    one_epoch_run, cache_dir
+) -> None:
     run, _ = one_epoch_run
     env = {**os.environ, "DERMLIT_CACHE": str(cache_dir)}
     cmd = [sys.executable, "-m", "dermlit.evaluate", f"run_dir={run}", "checkpoint=best"]

@@ -25,10 +25,16 @@ class RecordingAugment(nn.Module):
         return x
 
 
-def make(tmp_path: Path, tiny_ham: Path, augment: nn.Module) -> tuple[DermClassifier, DermDataModule]:
+def make(
+    tmp_path: Path, tiny_ham: Path, augment: nn.Module
+) -> tuple[DermClassifier, DermDataModule]:
     dm = DermDataModule(
-        HAM10000Source(tiny_ham), image_size=16, batch_size=8, cache_dir=tmp_path,
-        val_fraction=0.25, test_fraction=0.25,
+        HAM10000Source(tiny_ham),
+        image_size=16,
+        batch_size=8,
+        cache_dir=tmp_path,
+        val_fraction=0.25,
+        test_fraction=0.25,
     )
     optim = Optimization(optimizer=lambda params: torch.optim.SGD(params, lr=0.01))
     model = DermClassifier(create_backbone("resnet10t"), optim=optim, augment=augment)
@@ -39,8 +45,12 @@ def test_augmentation_runs_in_training_only_on_unit_range_images(tmp_path, tiny_
     augment = RecordingAugment()
     model, dm = make(tmp_path, tiny_ham, augment)
     trainer = L.Trainer(
-        max_epochs=1, limit_train_batches=2, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False,
+        max_epochs=1,
+        limit_train_batches=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
     )
     trainer.fit(model, datamodule=dm)
     assert len(augment.calls) == 2, "one call per training batch"
