@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
@@ -14,6 +15,20 @@ METADATA_FILE = "HAM10000_metadata.csv"
 IMAGE_DIRS = ("HAM10000_images_part_1", "HAM10000_images_part_2", "images")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 REQUIRED_COLUMNS = ("lesion_id", "image_id", "dx")
+
+
+def scan_images(folders: Iterable[Path]) -> dict[str, Path]:
+    """``{file stem: path}`` of the images in these folders (the first folder wins)."""
+    found: dict[str, Path] = {}
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                stem, suffix = os.path.splitext(entry.name)
+                if suffix.lower() in IMAGE_SUFFIXES:
+                    found.setdefault(stem, Path(entry.path))
+    return found
 
 
 class HAM10000Source:
@@ -32,17 +47,7 @@ class HAM10000Source:
         return f"{type(self).__name__}(root={str(self.root)!r})"
 
     def _image_paths(self) -> dict[str, Path]:
-        found: dict[str, Path] = {}
-        for sub in IMAGE_DIRS:
-            folder = self.root / sub
-            if not folder.is_dir():
-                continue
-            with os.scandir(folder) as entries:
-                for entry in entries:
-                    stem, suffix = os.path.splitext(entry.name)
-                    if suffix.lower() in IMAGE_SUFFIXES:
-                        found.setdefault(stem, Path(entry.path))
-        return found
+        return scan_images(self.root / sub for sub in IMAGE_DIRS)
 
     def load(self) -> tuple[pd.DataFrame, ValidationReport]:
         """The index table and its metadata validation report (nothing decoded yet)."""

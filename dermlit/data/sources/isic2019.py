@@ -12,17 +12,17 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
 import pandas as pd
 
+from dermlit.data.sources.ham10000 import scan_images
 from dermlit.data.validation import ValidationReport, check_index
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 ISIC2019_COLUMNS = ("MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC", "UNK")
 #: ISIC 2019 column -> dermlit class; ``None`` = no mapping (refused or dropped)
 DEFAULT_MAPPING: dict[str, str | None] = {
@@ -40,20 +40,6 @@ DEFAULT_MAPPING: dict[str, str | None] = {
 
 class UnmappedClassError(ValueError):
     """Images of a dataset class that has no dermlit class and ``on_unmapped`` is ``raise``."""
-
-
-def scan_images(folders: Iterable[Path]) -> dict[str, Path]:
-    """``{file stem: path}`` of the images in these folders (first folder wins)."""
-    found: dict[str, Path] = {}
-    for folder in folders:
-        if not folder.is_dir():
-            continue
-        with os.scandir(folder) as entries:
-            for entry in entries:
-                stem, suffix = os.path.splitext(entry.name)
-                if suffix.lower() in IMAGE_SUFFIXES:
-                    found.setdefault(stem, Path(entry.path))
-    return found
 
 
 def apply_mapping(
