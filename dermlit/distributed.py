@@ -14,9 +14,13 @@ import sys
 from collections.abc import Sequence
 from unittest import mock
 
+import torch
+import torch.distributed as dist
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.strategies.launchers import subprocess_script
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+from torch.utils.data import Dataset
 
 
 def hydra_job_command(local_rank: int) -> tuple[Sequence[str], str]:
@@ -56,3 +60,31 @@ class HydraDDPStrategy(DDPStrategy):
             self._launcher = HydraJobLauncher(
                 self.cluster_environment, self.num_processes, self.num_nodes
             )
+
+
+def evaluation_sampler(dataset: Dataset, num_replicas: int, rank: int):
+    """Each evaluation sample on exactly one rank: rank r gets positions r, r+W, r+2W, ...
+
+    ``DistributedSampler`` pads the last shard with duplicates, which biases validation/test
+    metrics; ``None`` (a plain sequential loader) on a single process.
+    """
+    if num_replicas <= 1:
+        return None
+    return UnrepeatedDistributedSampler(
+        dataset, num_replicas=num_replicas, rank=rank, shuffle=False
+    )
+
+
+def gather_in_dataset_order(values: torch.Tensor, world_size: int) -> torch.Tensor:
+    """Reassemble per-rank evaluation shards (from :func:`evaluation_sampler`) in dataset order;
+    every rank gets the whole tensor. Shards may differ in length by one, so the gather goes
+    through ``all_gather_object`` rather than the equal-shape ``all_gather``."""
+    if world_size <= 1 or not dist.is_available() or not dist.is_initialized():
+        return values
+    shards: list[torch.Tensor | None] = [None] * world_size
+    dist.all_gather_object(shards, values.detach().cpu())
+    total = sum(len(s) for s in shards)
+    out = torch.empty((total, *values.shape[1:]), dtype=values.dtype)
+    for rank, shard in enumerate(shards):
+        out[rank::world_size] = shard
+    return out

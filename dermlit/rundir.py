@@ -18,6 +18,7 @@ from rich.table import Table
 from scipy.special import softmax
 
 from dermlit.constants import CLASSES
+from dermlit.distributed import gather_in_dataset_order
 from dermlit.evaluation.analysis import Analysis, EvalSettings, analyse, log_probs
 from dermlit.evaluation.predictions import predictions_frame, read_predictions, write_predictions
 from dermlit.evaluation.report import Report, write_report
@@ -90,8 +91,9 @@ def predict_split(
     batches = trainer.predict(
         model, dataloaders=datamodule.loader(split), ckpt_path=ckpt_path, return_predictions=True
     )
-    logits = torch.cat([b[0] for b in batches]).float().numpy()
-    targets = torch.cat([b[1] for b in batches]).numpy()
+    world = trainer.world_size
+    logits = gather_in_dataset_order(torch.cat([b[0] for b in batches]).float(), world).numpy()
+    targets = gather_in_dataset_order(torch.cat([b[1] for b in batches]), world).numpy()
     ids = datamodule.frame(split)["image_id"].tolist()[: len(targets)]
     return SplitOutputs(ids, logits, targets)
 

@@ -11,9 +11,11 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from dermlit.config import CONF_DIR, register_resolvers
+from dermlit.distributed import gather_in_dataset_order
 from dermlit.evaluation.analysis import EvalSettings
 from dermlit.evaluation.report import log_report_to_loggers
 from dermlit.loggers import close_loggers, log_flat_config
@@ -42,10 +44,24 @@ def test_checkpoint(cfg: DictConfig, trainer: L.Trainer) -> str | None:
     return path or None
 
 
+def is_rank_zero() -> bool:
+    """Rank of this process from the launcher's environment (set before the Trainer exists)."""
+    return rank_zero_only.rank == 0
+
+
+def test_outputs(model, world_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The test logits and targets of all ranks, in dataset order."""
+    logits = torch.cat([lo for lo, _ in model.test_outputs])
+    targets = torch.cat([t for _, t in model.test_outputs])
+    return gather_in_dataset_order(logits, world_size), gather_in_dataset_order(targets, world_size)
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit, test, and write the run directory (rank 0 only; every rank trains and evaluates)."""
     run_dir = Path(cfg.paths.run_dir)
-    (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
-    (run_dir / ".hydra" / "resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    if is_rank_zero():
+        (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+        (run_dir / ".hydra" / "resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
@@ -54,32 +70,35 @@ def train(cfg: DictConfig) -> dict[str, float]:
         cfg.trainer, callbacks=instantiate_dict(cfg.get("callbacks")), logger=loggers
     )
     log_flat_config(loggers, cfg)
+    status = "failed"
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
-        datamodule.splits.to_csv(run_dir / "splits.csv", index=False)
-        if len(datamodule.skipped):
-            datamodule.skipped.to_csv(run_dir / "skipped.csv", index=False)
         ckpt_path = test_checkpoint(cfg, trainer)
         trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path)
-        logits = torch.cat([lo for lo, _ in model.test_outputs])
-        targets = torch.cat([t for _, t in model.test_outputs]).numpy()
-        test_frame = datamodule.frame("test")
-        image_ids = test_frame["image_id"].tolist()[: len(targets)]  # fast_dev_run: one batch
+        logits, targets = test_outputs(model, trainer.world_size)
         # validation logits of the same weights: the temperature for calibration is fitted there
         val = predict_split(trainer, model, datamodule, "val", ckpt_path)
-        evaluation = write_evaluation(
-            run_dir,
-            SplitOutputs(image_ids, logits.numpy(), targets),
-            val=val,
-            settings=EvalSettings.from_config(
-                cfg.get("evaluation"), cfg.bootstrap_resamples, cfg.seed
-            ),
-        )
-        metrics = evaluation.metrics
-        log_report_to_loggers(loggers, evaluation.report)
+        metrics: dict[str, float] = {}
+        if trainer.is_global_zero:
+            datamodule.splits.to_csv(run_dir / "splits.csv", index=False)
+            if len(datamodule.skipped):
+                datamodule.skipped.to_csv(run_dir / "skipped.csv", index=False)
+            image_ids = datamodule.frame("test")["image_id"].tolist()[: len(targets)]
+            evaluation = write_evaluation(
+                run_dir,
+                SplitOutputs(image_ids, logits.numpy(), targets.numpy()),
+                val=val,
+                settings=EvalSettings.from_config(
+                    cfg.get("evaluation"), cfg.bootstrap_resamples, cfg.seed
+                ),
+            )
+            metrics = evaluation.metrics
+            log_report_to_loggers(loggers, evaluation.report)
+        status = "success"
     finally:
-        close_loggers(loggers)
-    print_summary(metrics, "test", run_dir)
+        close_loggers(loggers, status)
+    if trainer.is_global_zero:
+        print_summary(metrics, "test", run_dir)
     return metrics
 
 

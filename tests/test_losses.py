@@ -11,6 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch.nn import functional as F
 
+from dermlit.config import register_resolvers
 from dermlit.losses import (
     BalancedSoftmaxLoss,
     ClassBalancedFocalLoss,
@@ -298,8 +299,12 @@ EXPECTED_CONFIGS = {
 def test_hydra_config_builds_loss_from_counts(name, cls):
     path = CONF / "loss" / f"{name}.yaml"
     assert path.read_text().startswith("#"), "each config cites its paper in a top comment"
-    partial = instantiate(OmegaConf.load(path))
+    register_resolvers()
+    root = OmegaConf.create({"trainer": {"max_epochs": 20}, "loss": OmegaConf.load(path)})
+    partial = instantiate(root.loss)
     loss = partial(class_counts=[327, 514, 1099, 115, 1113, 6705, 142])
     assert type(loss) is cls
+    if name == "ldam":  # DRW from 80% of the run's epochs
+        assert loss.drw_start_epoch == 16
     x, y = torch.randn(4, 7), torch.tensor([0, 3, 5, 6])
     assert torch.isfinite(loss(x, y))

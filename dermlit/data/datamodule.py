@@ -16,6 +16,7 @@ from dermlit.data.cache import ImageCache
 from dermlit.data.dataset import CachedImageDataset
 from dermlit.data.splits import SPLITS, SplitError, grouped_stratified_split, split_table
 from dermlit.data.validation import OnError, apply_policy
+from dermlit.distributed import evaluation_sampler
 
 log = logging.getLogger(__name__)
 
@@ -130,15 +131,16 @@ class DermDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         ds = self.dataset(split)
-        sampler = None
-        if train and self.sampler_factory is not None:
-            trainer = self.trainer
+        trainer = self.trainer
+        replicas, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+        if not train:
+            sampler = evaluation_sampler(ds, replicas, rank)
+        elif self.sampler_factory is not None:
             sampler = self.sampler_factory(
-                labels=ds.targets,
-                seed=self.sampler_seed,
-                num_replicas=trainer.world_size if trainer else 1,
-                rank=trainer.global_rank if trainer else 0,
+                labels=ds.targets, seed=self.sampler_seed, num_replicas=replicas, rank=rank
             )
+        else:
+            sampler = None
         return DataLoader(
             ds,
             batch_size=self.batch_size if train else self.eval_batch_size,
