@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from unittest import mock
 
 import torch
@@ -60,6 +61,28 @@ class HydraDDPStrategy(DDPStrategy):
             self._launcher = HydraJobLauncher(
                 self.cluster_environment, self.num_processes, self.num_nodes
             )
+
+
+#: variables Lightning's launcher sets in the launching process for its children
+LAUNCH_ENV = ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+@contextmanager
+def distributed_job() -> Iterator[None]:
+    """One Hydra job's distributed lifetime. A multirun runs its jobs one after another in the
+    same process: without this, the next job would reuse the finished job's process group (whose
+    peers have exited) and, seeing ``LOCAL_RANK`` set, would not launch its own ranks."""
+    saved = {key: os.environ.get(key) for key in LAUNCH_ENV}
+    try:
+        yield
+    finally:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def evaluation_sampler(dataset: Dataset, num_replicas: int, rank: int):

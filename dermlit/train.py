@@ -15,7 +15,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from dermlit.config import CONF_DIR, register_resolvers
-from dermlit.distributed import gather_in_dataset_order
+from dermlit.distributed import distributed_job, gather_in_dataset_order
 from dermlit.evaluation.analysis import EvalSettings
 from dermlit.evaluation.report import log_report_to_loggers
 from dermlit.loggers import close_loggers, log_flat_config
@@ -107,7 +107,8 @@ def main(cfg: DictConfig) -> float | None:
     """Returns test macro-F1 so that Hydra sweepers (e.g. Optuna) can optimise it."""
     log.info("Run directory: %s", HydraConfig.get().runtime.output_dir)
     log.debug("Config:\n%s", OmegaConf.to_yaml(cfg))
-    metrics = train(cfg)
+    with distributed_job():
+        metrics = train(cfg)
     return metrics.get("test/macro_f1")
 
 
