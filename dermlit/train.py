@@ -19,7 +19,9 @@ from dermlit.distributed import distributed_job, gather_in_dataset_order
 from dermlit.evaluation.analysis import EvalSettings
 from dermlit.evaluation.report import log_report_to_loggers
 from dermlit.loggers import close_loggers, log_flat_config
+from dermlit.resume import resumable
 from dermlit.rundir import SplitOutputs, predict_split, print_summary, write_evaluation
+from dermlit.tuning import OBJECTIVE, best_validation_score
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -99,17 +101,19 @@ def train(cfg: DictConfig) -> dict[str, float]:
         close_loggers(loggers, status)
     if trainer.is_global_zero:
         print_summary(metrics, "test", run_dir)
-    return metrics
+    return {**metrics, OBJECTIVE: best_validation_score(trainer)}
 
 
+@resumable  # resume=RUN_DIR is expanded before Hydra parses the command line
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    """Returns test macro-F1 so that Hydra sweepers (e.g. Optuna) can optimise it."""
+    """Returns the best validation score (the checkpoint's monitor, ``val/macro_f1`` by
+    default) for Hydra sweepers (``hydra/sweeper=optuna``): tune on validation, not on test."""
     log.info("Run directory: %s", HydraConfig.get().runtime.output_dir)
     log.debug("Config:\n%s", OmegaConf.to_yaml(cfg))
     with distributed_job():
         metrics = train(cfg)
-    return metrics.get("test/macro_f1")
+    return metrics.get(OBJECTIVE)
 
 
 if __name__ == "__main__":

@@ -86,6 +86,7 @@ class EpochSampler(Sampler[int]):
         self.rank = int(rank)
         self.drop_last = bool(drop_last)
         self.epoch = 0
+        self._skip = 0
         per_rank = num_samples / num_replicas
         self._per_rank = math.floor(per_rank) if drop_last else math.ceil(per_rank)
 
@@ -106,7 +107,16 @@ class EpochSampler(Sampler[int]):
         return sample[:total][self.rank :: self.num_replicas]
 
     def __iter__(self) -> Iterator[int]:
-        return iter(self.shard(self.epoch_sample()).tolist())
+        skip, self._skip = self._skip, 0
+        return iter(self.shard(self.epoch_sample())[skip:].tolist())
+
+    def skip_next(self, n: int) -> None:
+        """Leave out the first ``n`` of this rank's indices in the next iteration only: resuming
+        a mid-epoch checkpoint continues that epoch's stream (dermlit/callbacks/preemption.py).
+        ``len()`` stays the full epoch's, as Lightning counts the batches already done."""
+        if not 0 <= n <= self._per_rank:
+            raise ValueError(f"can skip 0..{self._per_rank} indices of this epoch, got {n}")
+        self._skip = int(n)
 
     def __len__(self) -> int:
         return self._per_rank
@@ -115,7 +125,8 @@ class EpochSampler(Sampler[int]):
         self.epoch = int(epoch)
 
     def state_dict(self) -> dict[str, Any]:
-        """Epoch and seed: all that determines the stream (mid-epoch position is not kept)."""
+        """Epoch and seed: all that determines the stream (the mid-epoch position is restored
+        from Lightning's loop progress instead, see :meth:`skip_next`)."""
         return {"epoch": self.epoch, "seed": self.seed}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

@@ -1,0 +1,131 @@
+"""Preemption-safe training: checkpoint on a signal at a step boundary, resume mid-epoch exactly.
+
+What Lightning lacks:
+
+- Its SLURM handler (``SLURMEnvironment(auto_requeue=True)``) saves the checkpoint INSIDE the
+  signal handler, i.e. wherever the main thread happens to be: in the middle of a SAM step the
+  weights are perturbed (w + e(w)) and the optimizer half-stepped. Outside SLURM it saves nothing
+  on SIGUSR1, and on SIGTERM it stops without a checkpoint. :class:`PreemptionCheckpoint` only
+  records the signal; at the end of the current training step (all ranks agreeing) it saves
+  ``RUN_DIR/hpc_ckpt_N.ckpt`` (Lightning's own name, so a requeued SLURM job resumes from it with
+  ``ckpt_path=None``), requeues the SLURM job and exits. It installs its handlers before
+  Lightning registers its own, so Lightning leaves SIGUSR1 to it (it only takes a free signal).
+- On resume from a mid-epoch checkpoint Lightning re-iterates a plain ``DataLoader`` from the
+  start of the epoch while counting the batches already done: the first ``k`` batches are seen
+  twice and the last ``k`` never. :class:`ResumeSamplerPosition` makes the epoch-seeded sampler
+  skip exactly the ``k`` batches done. It also sets the sampler's epoch before the first
+  iteration (with ``num_workers > 0`` Lightning draws the resumed epoch's first indices before
+  it calls ``set_epoch``, i.e. from epoch 0's stream).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import subprocess
+import threading
+from collections.abc import Sequence
+from types import FrameType
+
+import lightning as L
+from lightning.fabric.plugins.environments import SLURMEnvironment
+from lightning.pytorch.callbacks import Callback
+
+from dermlit.data.samplers import EpochSampler
+
+log = logging.getLogger(__name__)
+
+
+class Preempted(SystemExit):
+    """Raised after the preemption checkpoint is written: ends the process without testing."""
+
+
+def slurm_job_id() -> str | None:
+    """``SLURM_JOB_ID``, or ``<array job>_<task>`` for a job array (what scontrol wants)."""
+    array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
+    if array_job is not None:
+        return f"{array_job}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    return os.environ.get("SLURM_JOB_ID")
+
+
+class PreemptionCheckpoint(Callback):
+    """On one of ``signals``: finish the step, save ``hpc_ckpt_N.ckpt`` into the run directory
+    (``trainer.default_root_dir``), requeue the SLURM job (``requeue``, when in one), exit with
+    ``exit_code``. ``dermlit-train resume=RUN_DIR`` and a requeued SLURM job resume from it."""
+
+    def __init__(
+        self,
+        signals: Sequence[str] = ("SIGUSR1", "SIGTERM"),
+        requeue: bool = True,
+        exit_code: int = 0,
+    ) -> None:
+        unknown = [s for s in signals if s not in signal.Signals.__members__]
+        if unknown:
+            raise ValueError(f"unknown signal name(s) {unknown}; e.g. SIGUSR1, SIGUSR2, SIGTERM")
+        self.signals = [signal.Signals[s] for s in signals]
+        self.requeue = requeue
+        self.exit_code = exit_code
+        self.received: signal.Signals | None = None
+        self.saved_path: str | None = None
+        self._previous: dict[signal.Signals, object] = {}
+
+    def _handler(self, signum: int, _frame: FrameType | None) -> None:
+        self.received = signal.Signals(signum)
+        log.warning("Received %s: checkpointing at the end of this training step", self.received)
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # before Lightning's signal connector (Trainer._run), which keeps a handler it finds
+        if stage != "fit" or threading.current_thread() is not threading.main_thread():
+            return
+        self.received = None
+        for signum in self.signals:
+            self._previous[signum] = signal.signal(signum, self._handler)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)  # type: ignore[arg-type]
+        self._previous = {}
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx) -> None:
+        # one collective per step: a signal may reach only some ranks
+        if not trainer.strategy.reduce_boolean_decision(self.received is not None, all=False):
+            return
+        path = trainer.strategy.broadcast(
+            trainer._checkpoint_connector.hpc_save_path(trainer.default_root_dir)
+        )
+        trainer.save_checkpoint(path)
+        self.saved_path = path
+        log.warning("Preemption checkpoint saved: %s", path)
+        job_id = slurm_job_id() if self.requeue and SLURMEnvironment.detect() else None
+        if job_id is not None and trainer.is_global_zero:
+            assert re.fullmatch(r"[0-9_]+", job_id), job_id
+            try:
+                result = subprocess.call(["scontrol", "requeue", job_id])
+                log.warning("scontrol requeue %s: exit code %d", job_id, result)
+            except OSError as err:  # the checkpoint is there: resume=RUN_DIR still works
+                log.error("could not requeue SLURM job %s: %s", job_id, err)
+        raise Preempted(self.exit_code)
+
+
+class ResumeSamplerPosition(Callback):
+    """Continue an :class:`~dermlit.data.samplers.EpochSampler`'s stream exactly where a
+    checkpoint left it: the restored epoch, minus the batches of it already trained on."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        loader = trainer.train_dataloader
+        sampler = getattr(loader, "sampler", None)
+        if trainer.ckpt_path is None or not isinstance(sampler, EpochSampler):
+            return
+        fit_loop = trainer.fit_loop
+        # batches of the interrupted epoch already done (= Lightning's count after its reset)
+        done = fit_loop.epoch_loop.batch_progress.current.processed if fit_loop.restarting else 0
+        if 0 < done < trainer.num_training_batches:
+            sampler.skip_next(done * loader.batch_size)
+        elif sampler.epoch == trainer.current_epoch:
+            return
+        sampler.set_epoch(trainer.current_epoch)
+        # the iterator made before this hook may already hold indices drawn by worker prefetch
+        iter(fit_loop._data_fetcher)
+        log.info("Resuming epoch %d after %d batches", trainer.current_epoch, done)
