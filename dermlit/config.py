@@ -31,10 +31,13 @@ def checkpoint_name(checkpoint: str) -> str:
 
 def register_resolvers() -> None:
     from dermlit.loggers import wandb_group, wandb_name
+    from dermlit.resume import wandb_run_id
 
     resolvers = {
         "dermlit_wandb_group": wandb_group,
         "dermlit_wandb_name": wandb_name,
+        # a requeued SLURM job (same run dir) continues the same W&B run
+        "dermlit_wandb_id": lambda run_dir: wandb_run_id(Path(run_dir)),
         "dermlit_wandb_offline": wandb_offline,
         "checkpoint_name": checkpoint_name,
         "dermlit_root": lambda: str(CONF_DIR.parent),
