@@ -33,7 +33,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -46,6 +45,7 @@ from dermlit.constants import CLASSES, HAM10000_CLASS_COUNTS
 from dermlit.data.cache import load_square
 from dermlit.data.sources.ham10000 import HAM10000Source
 from dermlit.data.synthetic import generate_synthetic_dataset
+from dermlit.figures import FigureSaver
 
 REPO = Path(dermlit.__file__).resolve().parents[1]
 SMOKE = os.environ.get("DERMLIT_NOTEBOOK_SMOKE", "") not in ("", "0")
@@ -72,19 +72,8 @@ else:
     print(f"Using {DATA_ROOT}")
 print(f"Figures and tables go to {OUT}")
 
-FIGURES: dict[str, Path] = {}
-
-
-def save(fig: plt.Figure, name: str) -> Path:
-    """Save a figure as OUT/<name>.png; show it when a display exists, else close it."""
-    path = OUT / f"{name}.png"
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    FIGURES[name] = path
-    if matplotlib.get_backend().lower() == "agg":
-        plt.close(fig)
-    else:
-        plt.show()
-    return path
+save = FigureSaver(OUT)
+FIGURES = save.figures
 
 
 # %% [markdown]

@@ -41,7 +41,6 @@ import os
 import sys
 from pathlib import Path
 
-import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -51,6 +50,7 @@ import dermlit
 from dermlit.constants import CLASSES
 from dermlit.evaluation.calibration import ece, reliability_curve
 from dermlit.evaluation.predictions import read_predictions
+from dermlit.figures import FigureSaver
 from dermlit.sweep_summary import (
     configuration_labels,
     override_key,
@@ -82,19 +82,8 @@ if SWEEP_DIR is None:
 SWEEP_DIR = Path(SWEEP_DIR)
 print(f"Sweep: {SWEEP_DIR}\nFigures and tables go to {OUT}")
 
-FIGURES: dict[str, Path] = {}
-
-
-def save(fig: plt.Figure, name: str) -> Path:
-    """Save a figure as OUT/<name>.png; show it when a display exists, else close it."""
-    path = OUT / f"{name}.png"
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    FIGURES[name] = path
-    if matplotlib.get_backend().lower() == "agg":
-        plt.close(fig)
-    else:
-        plt.show()
-    return path
+save = FigureSaver(OUT)
+FIGURES = save.figures
 
 
 # %% [markdown]
