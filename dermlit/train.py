@@ -37,12 +37,12 @@ def instantiate_dict(cfg: DictConfig | None) -> list:
 
 def test_checkpoint(cfg: DictConfig, trainer: L.Trainer) -> str | None:
     """The weights to test: the best or last checkpoint, or the in-memory ones without any."""
+    if cfg.test_weights not in ("best", "last"):
+        raise ValueError(f"test_weights must be 'best' or 'last', got {cfg.test_weights!r}")
     callback = trainer.checkpoint_callback
     if trainer.fast_dev_run or callback is None:
         return None
     path = callback.best_model_path if cfg.test_weights == "best" else callback.last_model_path
-    if cfg.test_weights not in ("best", "last"):
-        raise ValueError(f"test_weights must be 'best' or 'last', got {cfg.test_weights!r}")
     return path or None
 
 
