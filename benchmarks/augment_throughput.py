@@ -22,12 +22,16 @@ CONF = Path(__file__).resolve().parents[1] / "conf" / "augment" / "dermoscopy.ya
 
 
 def timed(fn: Callable[[], object], repeats: int) -> float:
-    """Best-of-``repeats`` seconds per call after one warm-up call (less noise on a shared CPU)."""
+    """Best-of-``repeats`` seconds per call after one warm-up call (less noise on a shared CPU);
+    synchronises CUDA so that GPU work is timed, not just launched."""
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     fn()
+    sync()
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
+        sync()
         best = min(best, time.perf_counter() - start)
     return best
 
@@ -79,17 +83,22 @@ def torchvision_recipe(cfg) -> v2.Compose:
     )
 
 
-def train_step_seconds(batch: int, size: int, repeats: int) -> float:
+def train_step_seconds(
+    batch: int, size: int, repeats: int, device: str = "cpu", name: str = "resnet18"
+) -> float:
+    """One forward + backward + AdamW step (bf16 autocast on CUDA)."""
     import timm
 
-    model = timm.create_model("resnet18", num_classes=7)
+    model = timm.create_model(name, num_classes=7).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    x = torch.rand(batch, 3, size, size)
-    y = torch.randint(0, 7, (batch,))
+    x = torch.rand(batch, 3, size, size, device=device)
+    y = torch.randint(0, 7, (batch,), device=device)
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(model(x), y).backward()
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=device == "cuda"):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
         opt.step()
 
     return timed(step, repeats)
@@ -101,18 +110,24 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument(
+        "--device", default="cpu", help="cuda: the preset on the GPU, vs a ResNet-50 bf16 step"
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
     cfg = OmegaConf.load(CONF)
-    preset = instantiate(cfg)
+    preset = instantiate(cfg).to(args.device)
     tv = torchvision_recipe(cfg)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}")
     compiled = None if args.no_compile else torch.compile(preset)
     aug_64 = None
+    # CPU: the default CPU experiment (ResNet-18, 64 px); GPU: ResNet-50 bf16 at 224 px
+    step_size, step_model = (224, "resnet50") if args.device == "cuda" else (64, "resnet18")
     for size in args.sizes:
-        images = torch.rand(args.batch, 3, size, size)
+        images = torch.rand(args.batch, 3, size, size, device=args.device)
+        cpu_images = images.cpu()
         t_eager = timed(lambda images=images: preset(images), args.repeats)
-        t_tv = timed(lambda images=images: torch.stack([tv(im) for im in images]), args.repeats)
+        t_tv = timed(lambda images=cpu_images: torch.stack([tv(im) for im in images]), args.repeats)
         ips = {"kornia eager": args.batch / t_eager, "torchvision per sample": args.batch / t_tv}
         if compiled is not None:
             try:
@@ -133,14 +148,15 @@ def main() -> None:
                 print(f"  ratio {name} / torchvision per sample: {ips[name] / base:.2f}x")
         if "kornia compiled" in ips:
             print(f"  ratio compiled / eager: {ips['kornia compiled'] / ips['kornia eager']:.2f}x")
-        if size == 64:
+        if size == step_size:
             aug_64 = args.batch / max(ips["kornia eager"], ips.get("kornia compiled", 0.0))
     if aug_64 is not None:
-        step = train_step_seconds(args.batch, 64, args.repeats)
+        step = train_step_seconds(args.batch, step_size, args.repeats, args.device, step_model)
         print(
-            f"resnet18 train step (64 px, batch {args.batch}, fwd+bwd+AdamW, CPU): {step * 1e3:.0f} ms; "
-            f"dermoscopy preset (fastest variant): {aug_64 * 1e3:.0f} ms = "
-            f"{aug_64 / step:.1%} of the step ({aug_64 / (step + aug_64):.1%} of step + augmentation)"
+            f"{step_model} train step ({step_size} px, batch {args.batch}, fwd+bwd+AdamW, "
+            f"{args.device}): {step * 1e3:.0f} ms; dermoscopy preset (fastest variant): "
+            f"{aug_64 * 1e3:.0f} ms = {aug_64 / step:.1%} of the step "
+            f"({aug_64 / (step + aug_64):.1%} of step + augmentation)"
         )
 
 
