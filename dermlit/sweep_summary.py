@@ -134,7 +134,7 @@ def configuration_labels(jobs: Sequence[Job]) -> tuple[list[str], list[str]]:
     keys = list(dict.fromkeys(k for p in parsed for k in p))
     varying = [k for k in keys if len({p.get(k) for p in parsed}) > 1]
     common = [f"{k}={parsed[0][k]}" if parsed[0][k] else k for k in keys if k not in varying]
-    labels = [",".join(f"{k}={p[k]}" for k in varying if k in p) for p in parsed]
+    labels = [",".join(f"{k}={p[k]}" for k in varying if k in p) or "(defaults)" for p in parsed]
     if not varying:
         labels = [",".join(common) or "(defaults)"] * len(jobs)
     return labels, common
