@@ -11,7 +11,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from callbacks.test_preemption import STEP, SignalAtStep, Tiny, loader
+from callbacks.test_preemption import STEP, SignalAtStep, Tiny, fit
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
@@ -109,21 +109,8 @@ def fake_slurm(tmp_path, monkeypatch) -> Path:
 
 
 def slurm_fit(root, callbacks) -> tuple[Tiny, L.Trainer]:
-    model = Tiny()
-    trainer = L.Trainer(
-        default_root_dir=root,
-        max_epochs=3,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        use_distributed_sampler=False,
-        plugins=[SLURMEnvironment(auto_requeue=True)],
-        callbacks=callbacks,
-    )
-    trainer.fit(model, loader(), ckpt_path=None)  # what dermlit-train passes by default
-    return model, trainer
+    """What dermlit-train does under SLURM: ckpt_path=None, Lightning's SLURM environment."""
+    return fit(root, callbacks, plugins=[SLURMEnvironment(auto_requeue=True)])
 
 
 def test_preempted_job_is_requeued_once_and_resumes_by_itself(tmp_path, fake_slurm) -> None:

@@ -58,7 +58,9 @@ class SignalAtStep(L.Callback):
             os.kill(os.getpid(), self.signum)
 
 
-def fit(root, callbacks, ckpt_path=None, num_workers=0, model=None) -> tuple[Tiny, L.Trainer]:
+def fit(
+    root, callbacks, ckpt_path=None, num_workers=0, model=None, plugins=None
+) -> tuple[Tiny, L.Trainer]:
     model = model or Tiny()
     trainer = L.Trainer(
         default_root_dir=root,
@@ -69,6 +71,7 @@ def fit(root, callbacks, ckpt_path=None, num_workers=0, model=None) -> tuple[Tin
         enable_progress_bar=False,
         enable_model_summary=False,
         use_distributed_sampler=False,
+        plugins=plugins,
         callbacks=callbacks,
     )
     trainer.fit(model, loader(num_workers), ckpt_path=ckpt_path)
