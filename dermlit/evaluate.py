@@ -8,6 +8,7 @@ predictions.csv and report/ (the same writer ``dermlit-train`` uses for its test
     dermlit-eval run_dir=RUN data=folder data.source.root=DIR  # unlabelled: predictions only
     dermlit-eval predictions=RUN/predictions.csv val_predictions=RUN/val_predictions.csv \
         evaluation/cost=uniform
+    dermlit-eval run_dir=RUN tta=dihedral posthoc=logit_adjust   # try TTA / a decision rule
 """
 
 from __future__ import annotations
@@ -17,13 +18,16 @@ from pathlib import Path
 
 import hydra
 import lightning as L
+import pandas as pd
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from dermlit.checkpoints import NON_WEIGHT_PREFIXES, load_model_weights, resolve_checkpoint
 from dermlit.config import CONF_DIR, checkpoint_name, register_resolvers
+from dermlit.constants import CLASSES
 from dermlit.evaluation.analysis import EvalSettings
+from dermlit.evaluation.posthoc import DecisionAdjustment
 from dermlit.rundir import (
     Evaluation,
     SplitOutputs,
@@ -116,9 +120,20 @@ def eval_datamodule(train_data: DictConfig, data: DictConfig):
     return instantiate(node)
 
 
+def train_class_counts(splits_csv: Path) -> list[int] | None:
+    """TRAIN images per class from a run's splits.csv (the prior of post-hoc adjustment)."""
+    if not splits_csv.is_file():
+        return None
+    frame = pd.read_csv(splits_csv)
+    counts = frame.loc[frame["split"] == "train", "label"].value_counts()
+    return [int(counts.get(c, 0)) for c in CLASSES]
+
+
 def predict_from_checkpoint(cfg: DictConfig) -> tuple[SplitOutputs, SplitOutputs | None, str]:
     run_dir = Path(cfg.run_dir)
     train_cfg = run_config(run_dir)
+    if cfg.get("tta") is not None:  # e.g. dermlit-eval run_dir=RUN tta=dihedral
+        train_cfg.model.tta = cfg.tta
     model = instantiate(train_cfg.model)
     ckpt = resolve_checkpoint(run_dir, str(cfg.checkpoint))
     load_weights(model, ckpt, str(cfg.weights))
@@ -151,11 +166,23 @@ def evaluate(cfg: DictConfig) -> Evaluation:
         outputs = SplitOutputs.from_predictions(cfg.predictions)
         val = SplitOutputs.from_predictions(cfg.val_predictions) if cfg.val_predictions else None
         source = str(cfg.predictions)
+        counts = train_class_counts(Path(cfg.predictions).parent / "splits.csv")
     else:
         outputs, val, source = predict_from_checkpoint(cfg)
+        counts = train_class_counts(Path(cfg.run_dir) / "splits.csv")
     out_dir = Path(cfg.output_dir)
+    posthoc = instantiate(cfg.posthoc) if cfg.get("posthoc") else None
+    if posthoc is not None and type(posthoc) is not DecisionAdjustment and val is None:
+        raise ValueError("posthoc adjustment is fitted on validation: give val_predictions=")
     evaluation = write_evaluation(
-        out_dir, outputs, cfg.split, val, settings, title=f"Evaluation of {source}"
+        out_dir,
+        outputs,
+        cfg.split,
+        val,
+        settings,
+        title=f"Evaluation of {source}",
+        posthoc=posthoc,
+        class_counts=counts,
     )
     print_summary(evaluation.metrics, cfg.split, out_dir)
     return evaluation

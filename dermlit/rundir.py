@@ -20,6 +20,8 @@ from scipy.special import softmax
 from dermlit.constants import CLASSES
 from dermlit.distributed import gather_in_dataset_order
 from dermlit.evaluation.analysis import Analysis, EvalSettings, analyse, log_probs
+from dermlit.evaluation.metrics import point_metrics
+from dermlit.evaluation.posthoc import DecisionAdjustment
 from dermlit.evaluation.predictions import predictions_frame, read_predictions, write_predictions
 from dermlit.evaluation.report import Report, write_report
 
@@ -78,6 +80,9 @@ class SplitOutputs:
         ids, probs, targets = read_predictions(path)
         return cls(ids, log_probs(probs), targets)
 
+    def adjusted(self, adjustment: DecisionAdjustment) -> SplitOutputs:
+        return SplitOutputs(self.image_ids, adjustment(self.logits), self.targets)
+
 
 def predict_split(
     trainer: L.Trainer,
@@ -112,13 +117,27 @@ def write_evaluation(
     val: SplitOutputs | None = None,
     settings: EvalSettings | None = None,
     title: str = "dermlit evaluation",
+    posthoc: DecisionAdjustment | None = None,
+    class_counts: list[int] | None = None,
 ) -> Evaluation:
     """predictions.csv (and val_predictions.csv), metrics.json with bootstrap CIs and report/.
 
-    ``val``: the validation split's outputs of the SAME weights, for temperature scaling.
+    ``val``: the validation split's outputs of the SAME weights, for temperature scaling, for
+    fitting ``posthoc`` (then applied to both splits; ``class_counts``: the TRAIN counts) and
+    for the ``val/*`` point metrics of the final decisions, on which recipes are selected.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    selection: dict[str, float] = {}
+    if val is not None and posthoc is not None and type(posthoc) is not DecisionAdjustment:
+        posthoc.fit(val.logits, val.targets, class_counts)
+        outputs, val = outputs.adjusted(posthoc), val.adjusted(posthoc)
+        selection.update({f"posthoc/{k}": v for k, v in posthoc.params().items()})
+    if val is not None and (val.targets >= 0).any() and split != "val":
+        keep = val.targets >= 0
+        scores = point_metrics(val.probs[keep], val.targets[keep])
+        for name in ("macro_f1", "balanced_accuracy", "accuracy", "recall_mel"):
+            selection[f"val/{name}"] = scores[name]
     probs = outputs.probs
     write_predictions(
         out_dir / "predictions.csv", predictions_frame(outputs.image_ids, probs, outputs.targets)
@@ -134,6 +153,7 @@ def write_evaluation(
         logits=outputs.logits,
         val=None if val is None else (val.logits, val.targets),
     )
+    analysis.metrics.update(selection)
     write_metrics(out_dir / "metrics.json", analysis.metrics)
     report = write_report(analysis, out_dir / "report", title)
     return Evaluation(analysis.metrics, analysis, report)

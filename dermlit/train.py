@@ -93,6 +93,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
                 settings=EvalSettings.from_config(
                     cfg.get("evaluation"), cfg.bootstrap_resamples, cfg.seed
                 ),
+                posthoc=instantiate(cfg.posthoc) if cfg.get("posthoc") else None,
+                class_counts=datamodule.class_counts,
             )
             metrics = evaluation.metrics
             log_report_to_loggers(loggers, evaluation.report)

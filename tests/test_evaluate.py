@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 from hydra import compose, initialize_config_dir
+from sklearn.metrics import balanced_accuracy_score, f1_score
 
 from dermlit.constants import ISIC_COLUMNS
 from dermlit.data.sources import HAM10000Source
@@ -96,6 +97,33 @@ def test_eval_from_predictions_csv(run, tmp_path: Path) -> None:
     # uniform costs: Bayes = argmax, the mean cost = the error rate
     assert m["test/bayes_mean_cost"] == pytest.approx(1 - m["test/accuracy"])
     assert (run_dir / "eval" / "predictions-test" / "report" / "report.md").is_file()
+
+
+def test_eval_with_tta_and_posthoc_adjustment_fitted_on_val(run) -> None:
+    """TTA changes the predictions; the logit adjustment is fitted on val and applied to both;
+    val/* are the final decisions on validation (what recipes are selected on)."""
+    run_dir, metrics = run
+    out = run_dir / "eval" / "tta-la"
+    m = evaluate(
+        eval_cfg(f"run_dir={run_dir}", "tta=dihedral", "posthoc=logit_adjust", f"output_dir={out}")
+    ).metrics
+    assert m["posthoc/tau"] in [-1.0, -0.75, -0.5, -0.25, 0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0]
+    _, plain, _ = read_predictions(run_dir / "predictions.csv")
+    _, probs, targets = read_predictions(out / "predictions.csv")
+    assert not np.allclose(plain, probs, atol=1e-4)  # 8 views averaged (and shifted)
+    _, val_probs, val_targets = read_predictions(out / "val_predictions.csv")
+    pred = val_probs.argmax(1)
+    assert m["val/macro_f1"] == pytest.approx(
+        f1_score(val_targets, pred, average="macro"), abs=1e-9
+    )
+    assert m["val/balanced_accuracy"] == pytest.approx(
+        balanced_accuracy_score(val_targets, pred), abs=1e-9
+    )
+    assert m["test/macro_f1"] == pytest.approx(
+        f1_score(targets, probs.argmax(1), average="macro"), abs=1e-9
+    )
+    with pytest.raises(ValueError, match="fitted on validation"):
+        evaluate(eval_cfg(f"predictions={run_dir}/predictions.csv", "posthoc=logit_adjust"))
 
 
 def test_eval_on_an_isic_csv_and_an_unlabelled_folder(run, tmp_path: Path) -> None:

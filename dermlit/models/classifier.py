@@ -16,6 +16,7 @@ from torchmetrics.classification import (
 )
 
 from dermlit.constants import NUM_CLASSES
+from dermlit.models.tta import TestTimeAugmentation
 from dermlit.optim.base import Optimization, has_nonfinite, step_schedulers
 
 
@@ -35,7 +36,8 @@ class DermClassifier(L.LightningModule):
     """Images arrive as uint8 HWC; ``on_after_batch_transfer`` converts them on the device,
     augments (training only, in [0, 1]) and normalises, so both SAM passes see one batch.
 
-    The loss is built in ``setup`` from the datamodule's TRAIN class counts.
+    The loss is built in ``setup`` from the datamodule's TRAIN class counts. ``tta`` averages
+    the test and predict outputs over flips/rotations (``conf/tta/``).
     """
 
     def __init__(
@@ -47,6 +49,7 @@ class DermClassifier(L.LightningModule):
         mean: Sequence[float] = (0.485, 0.456, 0.406),
         std: Sequence[float] = (0.229, 0.224, 0.225),
         channels_last: bool = False,
+        tta: TestTimeAugmentation | None = None,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -57,6 +60,8 @@ class DermClassifier(L.LightningModule):
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self.channels_last = channels_last
+        # test and predict only: the per-epoch validation that picks checkpoints stays one pass
+        self.tta = tta if tta is not None else TestTimeAugmentation()
         self.criterion: nn.Module = nn.CrossEntropyLoss()
         self.val_metrics = classification_metrics("val/")
         self.test_metrics = classification_metrics("test/")
@@ -133,13 +138,17 @@ class DermClassifier(L.LightningModule):
     def on_test_epoch_start(self) -> None:
         self.test_outputs = []
 
+    def predict_logits(self, images: Tensor) -> Tensor:
+        """Logits for test/predict: test-time augmented when ``tta`` has several views."""
+        return self.tta(self, images)
+
     def test_step(self, batch, batch_idx: int) -> None:
         images, targets = batch
-        logits = self(images)
+        logits = self.predict_logits(images)
         self.test_metrics.update(logits, targets)
         self.log_dict(self.test_metrics, on_epoch=True)
         self.test_outputs.append((logits.float().cpu(), targets.cpu()))
 
     def predict_step(self, batch, batch_idx: int) -> tuple[Tensor, Tensor]:
         images, targets = batch
-        return self(images).float(), targets
+        return self.predict_logits(images).float(), targets
