@@ -7,8 +7,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-#: state_dict entries that are not model weights (loss buffers built from class counts)
-NON_WEIGHT_PREFIXES = ("criterion.",)
+#: state_dict entries that are not model weights: loss buffers built from class counts, and the
+#: augmentation pipelines that checkpoints written before they left the state_dict still hold
+NON_WEIGHT_PREFIXES = ("criterion.", "augment.")
 
 
 def resolve_checkpoint(run_dir: Path, which: str) -> Path:

@@ -47,19 +47,22 @@ class KorniaPreset(nn.Module):
 
     The pipeline is built per input size (cached), because size-dependent ops such as
     ``RandomResizedCrop`` need the output size and the preset should work at any
-    ``data.image_size`` without repeating it in its config.
+    ``data.image_size`` without repeating it in its config. The cache is a plain dict keyed by
+    size and device, NOT submodules: Kornia's parameter generators hold buffers, which would put
+    lazily created keys into the model's state_dict, and a fresh model (resume, dermlit-eval)
+    would then refuse its own checkpoint.
     """
 
     def __init__(self) -> None:
         super().__init__()
-        self.pipelines = nn.ModuleDict()
+        self.pipelines: dict[str, K.AugmentationSequential] = {}
 
     def build(self, height: int, width: int) -> list[nn.Module]:
         raise NotImplementedError
 
     def _pipeline(self, images: torch.Tensor) -> K.AugmentationSequential:
         h, w = images.shape[-2:]
-        key = f"{h}x{w}"
+        key = f"{h}x{w}@{images.device}"
         if key not in self.pipelines:
             seq = K.AugmentationSequential(
                 *self.build(h, w), data_keys=["input", "mask"], extra_args=_MASK_ARGS

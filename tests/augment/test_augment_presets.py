@@ -163,3 +163,17 @@ def test_bad_inputs_are_rejected() -> None:
         DermoscopyAugment(scale=(1.2, 0.9))
     with pytest.raises(ValueError, match="vignette strength"):
         DermoscopyAugment(vignette_strength=(0.0, 1.5)).build(8, 8)
+
+
+def test_pipelines_stay_out_of_the_state_dict() -> None:
+    """A fresh model (resume, dermlit-eval) must accept the checkpoint of a trained one: the
+    lazily built Kornia pipelines (whose generators hold buffers) are not weights."""
+    preset = DermoscopyAugment()
+    holder = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 1))
+    holder.augment = preset
+    before = set(holder.state_dict())
+    preset(torch.rand(2, 3, 16, 16))
+    preset(torch.rand(2, 3, 24, 24))
+    assert len(preset.pipelines) == 2
+    assert set(holder.state_dict()) == before
+    assert not any(k.startswith("augment.") for k in before)
