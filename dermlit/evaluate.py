@@ -27,7 +27,6 @@ from dermlit.checkpoints import NON_WEIGHT_PREFIXES, load_model_weights, resolve
 from dermlit.config import CONF_DIR, checkpoint_name, register_resolvers
 from dermlit.constants import CLASSES
 from dermlit.evaluation.analysis import EvalSettings
-from dermlit.evaluation.posthoc import DecisionAdjustment
 from dermlit.rundir import (
     Evaluation,
     SplitOutputs,
@@ -172,7 +171,7 @@ def evaluate(cfg: DictConfig) -> Evaluation:
         counts = train_class_counts(Path(cfg.run_dir) / "splits.csv")
     out_dir = Path(cfg.output_dir)
     posthoc = instantiate(cfg.posthoc) if cfg.get("posthoc") else None
-    if posthoc is not None and type(posthoc) is not DecisionAdjustment and val is None:
+    if posthoc is not None and posthoc.fitted_on_validation and val is None:
         raise ValueError("posthoc adjustment is fitted on validation: give val_predictions=")
     evaluation = write_evaluation(
         out_dir,

@@ -129,7 +129,7 @@ def write_evaluation(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     selection: dict[str, float] = {}
-    if val is not None and posthoc is not None and type(posthoc) is not DecisionAdjustment:
+    if val is not None and posthoc is not None and posthoc.fitted_on_validation:
         posthoc.fit(val.logits, val.targets, class_counts)
         outputs, val = outputs.adjusted(posthoc), val.adjusted(posthoc)
         selection.update({f"posthoc/{k}": v for k, v in posthoc.params().items()})

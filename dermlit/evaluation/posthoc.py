@@ -33,7 +33,13 @@ def decision_score(logits: np.ndarray, targets: np.ndarray, objective: str = "ma
 
 
 class DecisionAdjustment:
-    """No adjustment (the base): ``logits + bias`` with ``bias = 0``."""
+    """No adjustment (the base): ``logits + bias`` with ``bias = 0``.
+
+    ``fitted_on_validation``: whether ``fit`` needs the validation predictions (the run
+    writer fits only such rules, and ``dermlit-eval`` refuses them without validation).
+    """
+
+    fitted_on_validation = False
 
     def __init__(self, objective: str = "macro_f1") -> None:
         decision_score(np.zeros((1, 2)), np.zeros(1, dtype=np.int64), objective)  # validates
@@ -69,6 +75,8 @@ class LogitAdjustment(DecisionAdjustment):
     optimum for a model trained with plain cross-entropy; a model trained with a re-weighted
     or logit-adjusted loss already shifted its boundaries, so negative tau is allowed."""
 
+    fitted_on_validation = True
+
     def __init__(self, taus: Sequence[float], objective: str = "macro_f1") -> None:
         super().__init__(objective)
         if not len(taus):
@@ -97,6 +105,8 @@ class ClassBias(DecisionAdjustment):
     """A free bias per class by coordinate ascent over ``grid``, ``rounds`` sweeps over the
     classes (each class's bias set to the grid value that maximises the objective given the
     others; ties keep the current value)."""
+
+    fitted_on_validation = True
 
     def __init__(self, grid: Sequence[float], rounds: int = 2, objective: str = "macro_f1") -> None:
         super().__init__(objective)
