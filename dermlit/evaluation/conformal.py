@@ -213,3 +213,34 @@ def conformal_metrics(
                 point = float(feats[idx, j].mean())
                 _with_ci(out, f"{pre}{metric}_{name}", point, cls[:, c, j], ci_alpha)
     return out
+
+
+@dataclass(frozen=True)
+class ConformalEvaluation:
+    """Thresholds fitted on validation, the split's sets, and its ``metrics.json`` keys."""
+
+    thresholds: ConformalThresholds
+    sets: np.ndarray
+    metrics: dict[str, float | bool]
+
+
+def evaluate_conformal(
+    val_probs: object,
+    val_targets: object,
+    probs: object,
+    targets: object,
+    split: str = "test",
+    alpha: float = DEFAULT_ALPHA,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    ci_alpha: float = 0.05,
+) -> ConformalEvaluation:
+    """Fit on validation, build the split's sets and measure them (labelled rows): what
+    ``analysis.analyse`` adds to ``metrics.json``, with the fitted ``conformal/*`` values."""
+    fitted = fit_conformal(val_probs, val_targets, alpha)
+    sets = fitted.prediction_sets(probs)
+    t = np.asarray(targets)
+    out: dict[str, float | bool] = dict(fitted.params())
+    if (t >= 0).any():
+        out.update(conformal_metrics(sets, t, split, n_resamples, seed, ci_alpha))
+    return ConformalEvaluation(fitted, sets, out)

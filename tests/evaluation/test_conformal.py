@@ -14,6 +14,7 @@ from dermlit.evaluation.conformal import (
     ConformalThresholds,
     calibration_rank,
     conformal_metrics,
+    evaluate_conformal,
     fit_conformal,
     parse_set_string,
     set_size_distribution,
@@ -231,3 +232,17 @@ def test_bad_input_is_named():
         fit_conformal(p, t).prediction_sets(p[:, :6])
     with pytest.raises(ValueError, match="sets must be"):
         conformal_metrics(np.ones((3, K), dtype=bool), t)
+
+
+def test_evaluate_conformal_is_fit_then_measure():
+    rng = np.random.default_rng(6)
+    val_p, val_t = draw(rng, [30, 40, 80, 15, 80, 500, 20])
+    test_p, test_t = draw(rng, [30, 40, 80, 15, 80, 500, 20])
+    ev = evaluate_conformal(val_p, val_t, test_p, test_t, split="test", n_resamples=100)
+    fitted = fit_conformal(val_p, val_t)
+    np.testing.assert_array_equal(ev.sets, fitted.prediction_sets(test_p))
+    expected = fitted.params() | conformal_metrics(ev.sets, test_t, "test", n_resamples=100)
+    assert json.dumps(ev.metrics, sort_keys=True) == json.dumps(expected, sort_keys=True)
+    unlabelled = evaluate_conformal(val_p, val_t, test_p, -np.ones_like(test_t))
+    assert not any(k.startswith("test/") for k in unlabelled.metrics)  # sets, but no metrics
+    assert unlabelled.sets.shape == test_p.shape
