@@ -55,6 +55,21 @@ def settle_batchnorm(backbone: nn.Module, images: np.ndarray) -> None:
     backbone.eval()
 
 
+def tiny_cnn(size: int, seed: int = 2) -> nn.Module:
+    """A small CNN with BatchNorm whose output changes under flips and rotations."""
+    torch.manual_seed(seed)
+    backbone = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, stride=2, padding=1, bias=False),
+        nn.Flatten(),
+        nn.Linear(8 * (size // 2) ** 2, K),
+    )
+    settle_batchnorm(backbone, rendered(16, seed=seed + 10, size=size))
+    return backbone
+
+
 @pytest.fixture(scope="module")
 def resnet_export(tmp_path_factory) -> tuple[DeployableClassifier, Path]:
     torch.manual_seed(0)
@@ -130,14 +145,12 @@ def test_metadata_round_trips(resnet_export):
 def test_deployable_equals_the_classifiers_pipeline():
     """Preprocessing, TTA, bias and temperature compose as the evaluation does:
     softmax((tta(normalise(x / 255)) + bias) / T), with DermClassifier's own buffers and TTA."""
-    torch.manual_seed(1)
-    backbone = timm.create_model("resnet18", pretrained=False, num_classes=K)
-    settle_batchnorm(backbone, rendered(16, seed=4))
+    size = 32
     tta = TestTimeAugmentation(["identity", "hflip", "rot90"])
-    classifier = DermClassifier(backbone, optim=None, mean=MEAN, std=STD, tta=tta).eval()
+    classifier = DermClassifier(tiny_cnn(size), optim=None, mean=MEAN, std=STD, tta=tta).eval()
     bias = np.array([0.1, -0.2, 0.0, 0.3, 0.0, -0.5, 0.2])
-    model = DeployableClassifier.from_classifier(classifier, SIZE, temperature=0.8, logit_bias=bias)
-    images = rendered(4, seed=5)
+    model = DeployableClassifier.from_classifier(classifier, size, temperature=0.8, logit_bias=bias)
+    images = rendered(4, seed=5, size=size)
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
     x = (x - classifier.mean) / classifier.std
     with torch.no_grad():
@@ -149,17 +162,8 @@ def test_deployable_equals_the_classifiers_pipeline():
 
 def test_tta_exports_and_matches(tmp_path):
     """All eight dihedral views through ONNX Slice/Transpose (a tiny CNN keeps it fast)."""
-    torch.manual_seed(2)
-    backbone = nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1),
-        nn.BatchNorm2d(8),
-        nn.ReLU(),
-        nn.Conv2d(8, 8, 3, stride=2, padding=1, bias=False),  # not flip-invariant
-        nn.Flatten(),
-        nn.LazyLinear(K),
-    )
     size = 16
-    backbone(torch.zeros(1, 3, size, size))  # materialise the lazy layer
+    backbone = tiny_cnn(size)
     views = list(TestTimeAugmentation().views) + [
         "hflip",
         "vflip",
