@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install train test test-all lint format clean notebooks
+.PHONY: install train test test-all lint format clean notebooks browser
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,13 @@ test: $(STAMP)
 ## every test, slow ones included
 test-all: $(STAMP)
 	$(BIN)/python -m pytest $(ARGS)
+
+## headless Chromium (Debian's package) for the slow browser tests of tests/test_browser.py
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y chromium; }
+	chromium --version
 
 lint: $(STAMP)
 	$(BIN)/ruff check dermlit tests benchmarks notebooks

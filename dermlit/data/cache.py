@@ -23,17 +23,22 @@ log = logging.getLogger(__name__)
 PREPROCESS_VERSION = 1
 
 
+def square_crop(img: Image.Image, size: int) -> Image.Image:
+    """Resize the shorter side to ``size`` (bilinear) and centre-crop to a square (DESIGN.md
+    contract); lesion masks go through the same geometry as their images."""
+    w, h = img.size
+    scale = size / min(w, h)
+    new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
+    img = img.resize((new_w, new_h), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    left, top = (new_w - size) // 2, (new_h - size) // 2
+    return img.crop((left, top, left + size, top + size))
+
+
 def load_square(path: str | os.PathLike, size: int) -> np.ndarray:
-    """Resize the shorter side to ``size`` and centre-crop to a square (DESIGN.md contract)."""
+    """The image at ``path`` as uint8 RGB (size, size, 3), through :func:`square_crop`."""
     with Image.open(path) as img:
         img.draft("RGB", (size, size))  # lets the JPEG decoder downscale cheaply
-        img = img.convert("RGB")
-        w, h = img.size
-        scale = size / min(w, h)
-        new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
-        img = img.resize((new_w, new_h), Image.Resampling.BILINEAR, reducing_gap=2.0)
-        left, top = (new_w - size) // 2, (new_h - size) // 2
-        return np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
+        return np.asarray(square_crop(img.convert("RGB"), size), dtype=np.uint8)
 
 
 class ImageCache:
