@@ -162,8 +162,11 @@ def predict_from_checkpoint(cfg: DictConfig) -> tuple[SplitOutputs, SplitOutputs
 def evaluate(cfg: DictConfig) -> Evaluation:
     settings = EvalSettings.from_config(cfg.get("evaluation"), cfg.bootstrap_resamples, cfg.seed)
     if cfg.predictions:
-        outputs = SplitOutputs.from_predictions(cfg.predictions)
-        val = SplitOutputs.from_predictions(cfg.val_predictions) if cfg.val_predictions else None
+        are = str(cfg.predictions_are)
+        outputs = SplitOutputs.from_predictions(cfg.predictions, are)
+        val = (
+            SplitOutputs.from_predictions(cfg.val_predictions, are) if cfg.val_predictions else None
+        )
         source = str(cfg.predictions)
         counts = train_class_counts(Path(cfg.predictions).parent / "splits.csv")
     else:

@@ -1,9 +1,12 @@
-"""Hydra callbacks (conf/hydra/default.yaml ``hydra.callbacks``).
+"""Hydra callbacks (``hydra.callbacks`` in conf/hydra/default.yaml and conf/eval.yaml).
 
-Hydra's basic launcher keeps a failed job's exception in memory and raises it only after the
-whole batch of jobs has run, and it writes it nowhere in the job's directory. A sweep of 30 jobs
-then leaves a directory without metrics.json and no trace of why; this writes the traceback next
-to the job's other files, where ``dermlit sweep-summary`` lists it.
+- :class:`JobErrorFile`: Hydra's basic launcher keeps a failed job's exception in memory and
+  raises it only after the whole batch of jobs has run, and it writes it nowhere in the job's
+  directory. A sweep of 30 jobs then leaves a directory without metrics.json and no trace of
+  why; this writes the traceback next to the job's other files, where ``dermlit sweep-summary``
+  lists it.
+- :class:`InputErrorExit`: Hydra prints a task's exception as a traceback; a
+  :class:`~dermlit.errors.InputError` (bad input the user can fix) is printed as its message.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from typing import Any
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
+
+from dermlit.errors import InputError, exit_with
 
 #: the file a failed job's traceback goes to, in its output directory
 ERROR_FILE = "error.log"
@@ -31,3 +36,23 @@ class JobErrorFile(Callback):
             path.write_text(f"overrides: {list(job_return.overrides or [])}\n{text}")
         elif job_return.status == JobStatus.COMPLETED:
             path.unlink(missing_ok=True)
+
+
+class InputErrorExit(Callback):
+    """A single run that failed with an :class:`InputError` ends with its message on stderr and
+    exit status 2, not Hydra's traceback (which :class:`JobErrorFile` keeps in error.log).
+
+    ``on_run_end`` is the last hook before Hydra re-raises the job's exception; raising
+    SystemExit there is not swallowed (Hydra's callback runner catches ``Exception`` only)."""
+
+    def __init__(self, program: str) -> None:
+        self.program = program
+
+    def on_run_end(
+        self, config: DictConfig, job_return: JobReturn | None = None, **kw: Any
+    ) -> None:
+        if job_return is None or job_return.status != JobStatus.FAILED:
+            return
+        error = job_return._return_value
+        if isinstance(error, InputError):
+            exit_with(self.program, str(error))

@@ -16,6 +16,7 @@ from typing import Literal
 import pandas as pd
 
 from dermlit.constants import CLASSES
+from dermlit.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +24,7 @@ OnError = Literal["raise", "skip"]
 SHOWN_IDS = 5
 
 
-class DataValidationError(ValueError):
+class DataValidationError(InputError):
     """Raised when a dataset fails validation and the policy is ``raise``."""
 
 
