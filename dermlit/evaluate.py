@@ -128,7 +128,11 @@ def train_class_counts(splits_csv: Path) -> list[int] | None:
     return [int(counts.get(c, 0)) for c in CLASSES]
 
 
-def predict_from_checkpoint(cfg: DictConfig) -> tuple[SplitOutputs, SplitOutputs | None, str]:
+def predict_from_checkpoint(
+    cfg: DictConfig,
+) -> tuple[SplitOutputs, SplitOutputs | None, str, pd.DataFrame]:
+    """Test outputs, the run's validation outputs (for the temperature), a description, and the
+    images the data source skipped (``data.on_error=skip``)."""
     run_dir = Path(cfg.run_dir)
     train_cfg = run_config(run_dir)
     if cfg.get("tta") is not None:  # e.g. dermlit-eval run_dir=RUN tta=dihedral
@@ -156,11 +160,12 @@ def predict_from_checkpoint(cfg: DictConfig) -> tuple[SplitOutputs, SplitOutputs
     # temperature: fitted on the RUN's validation split, with these weights (needs labels)
     val = predict_split(trainer, model, run_data, "val") if (outputs.targets >= 0).any() else None
     weights = "" if cfg.weights == "default" else f", {cfg.weights} weights"
-    return outputs, val, f"{ckpt.name}{weights} on {data.source!r} ({cfg.split})"
+    return outputs, val, f"{ckpt.name}{weights} on {data.source!r} ({cfg.split})", data.skipped
 
 
 def evaluate(cfg: DictConfig) -> Evaluation:
     settings = EvalSettings.from_config(cfg.get("evaluation"), cfg.bootstrap_resamples, cfg.seed)
+    skipped = None
     if cfg.predictions:
         are = str(cfg.predictions_are)
         outputs = SplitOutputs.from_predictions(cfg.predictions, are)
@@ -170,7 +175,7 @@ def evaluate(cfg: DictConfig) -> Evaluation:
         source = str(cfg.predictions)
         counts = train_class_counts(Path(cfg.predictions).parent / "splits.csv")
     else:
-        outputs, val, source = predict_from_checkpoint(cfg)
+        outputs, val, source, skipped = predict_from_checkpoint(cfg)
         counts = train_class_counts(Path(cfg.run_dir) / "splits.csv")
     out_dir = Path(cfg.output_dir)
     posthoc = instantiate(cfg.posthoc) if cfg.get("posthoc") else None
@@ -186,6 +191,8 @@ def evaluate(cfg: DictConfig) -> Evaluation:
         posthoc=posthoc,
         class_counts=counts,
     )
+    if skipped is not None and len(skipped):  # what data.on_error=skip dropped, as in a run
+        skipped.to_csv(out_dir / "skipped.csv", index=False)
     print_summary(evaluation.metrics, cfg.split, out_dir)
     return evaluation
 
