@@ -7,6 +7,8 @@
   lists it.
 - :class:`InputErrorExit`: Hydra prints a task's exception as a traceback; a
   :class:`~dermlit.errors.InputError` (bad input the user can fix) is printed as its message.
+- :class:`OutputDirCheck`: an output directory that cannot be written is refused in one line
+  before Hydra creates it (see :mod:`dermlit.output_dir`).
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from dermlit.errors import InputError, exit_with
+from dermlit.output_dir import output_dir_problem
 
 #: the file a failed job's traceback goes to, in its output directory
 ERROR_FILE = "error.log"
@@ -56,3 +59,31 @@ class InputErrorExit(Callback):
         error = job_return._return_value
         if isinstance(error, InputError):
             exit_with(self.program, str(error))
+
+
+class OutputDirCheck(Callback):
+    """Refuse an unwritable ``hydra.run.dir`` (a run) or ``hydra.sweep.dir`` (a multirun).
+
+    ``on_run_start``/``on_multirun_start`` run after the config is composed and before Hydra's
+    ``run_job`` makes the directory (hydra/_internal/hydra.py), so nothing has been loaded or
+    trained yet. A directory that cannot be resolved is left to Hydra's own error.
+    ``run_hint``/``sweep_hint``: how the user moves the directory, for the message."""
+
+    def __init__(self, program: str, run_hint: str, sweep_hint: str = "") -> None:
+        self.program, self.run_hint, self.sweep_hint = program, run_hint, sweep_hint
+
+    def _check(self, config: DictConfig, key: str, what: str, hint: str) -> None:
+        try:
+            path = str(OmegaConf.select(config, key, throw_on_missing=True))
+        except Exception:  # e.g. a resolver's error: Hydra reports it as it resolves the key
+            return
+        problem = output_dir_problem(path)
+        if problem:
+            exit_with(self.program, f"cannot create the {what} {path}: {problem}; {hint}")
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config, "hydra.run.dir", "output directory", self.run_hint)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        hint = self.sweep_hint or self.run_hint
+        self._check(config, "hydra.sweep.dir", "sweep directory", hint)
