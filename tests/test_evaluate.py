@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -203,11 +204,13 @@ def test_eval_on_a_faulty_isic_csv_skips_and_lists_or_refuses(run, tmp_path: Pat
     from dermlit.evaluate import main
 
     sys.argv, saved = ["dermlit-eval", *args, f"output_dir={tmp_path}/raise"], sys.argv
+    handlers = logging.getLogger().handlers[:]
     try:
         with pytest.raises(SystemExit) as exit_:
             main()
-    finally:
+    finally:  # the in-process Hydra run configured logging into capsys's stream: undo it
         sys.argv = saved
+        logging.getLogger().handlers[:] = handlers
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and "Traceback" not in err, err
     assert "2 image(s) failed validation" in err and "ISIC_NAN: line 22: NV=''" in err

@@ -4,6 +4,7 @@ do (or handled and counted), never silently accepted."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -32,8 +33,13 @@ def run_module(module: str, *args: str, timeout: int = 300) -> tuple[int, str]:
 
 def run_in_process(main: Callable[[], object], program: str, *args: str) -> int:
     """A Hydra app's ``main()`` with this command line, in this process; its exit status.
-    Pair with pytest's ``capsys`` to read what it printed."""
-    saved = sys.argv
+    Pair with pytest's ``capsys`` to read what it printed.
+
+    Hydra configures logging for the job (handlers on the root logger writing to the streams of
+    the moment, i.e. capsys's); they are removed afterwards, or later tests would log into a
+    closed stream."""
+    saved, root = sys.argv, logging.getLogger()
+    handlers, level = root.handlers[:], root.level
     sys.argv = [program, *args]
     try:
         main()
@@ -43,6 +49,8 @@ def run_in_process(main: Callable[[], object], program: str, *args: str) -> int:
         return code if isinstance(code, int) else 1
     finally:
         sys.argv = saved
+        root.handlers[:] = handlers
+        root.setLevel(level)
 
 
 def assert_refused(status: int, output: str, *expected: str) -> None:
