@@ -5,16 +5,24 @@ appends ``hydra.run.dir=...`` to ``sys.argv``, which for a multirun job still ho
 the whole sweep, so every child re-launches the sweep (DESIGN.md; Lightning PR #11617 was
 reverted). :class:`HydraDDPStrategy` starts each child as a plain (non-multirun) run of THIS job:
 the job's own overrides (``hydra.overrides.task``) and its output directory.
+
+This relies on Lightning's PRIVATE launcher API (pyproject.toml bounds ``lightning`` for it):
+``_SubprocessScriptLauncher`` and the module-level ``_hydra_subprocess_cmd(local_rank)`` that its
+``_call_children_scripts`` looks up when it starts the children. If a Lightning release renames
+or stops calling it, patching would silently do nothing and every rank would re-launch the whole
+sweep; :func:`private_api_problems` detects that and :class:`HydraDDPStrategy` refuses to start.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from unittest import mock
 
+import lightning
 import torch
 import torch.distributed as dist
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
@@ -22,6 +30,11 @@ from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.strategies.launchers import subprocess_script
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from torch.utils.data import Dataset
+
+from dermlit.errors import InputError
+
+#: pyproject.toml's bound, for the message (tests/faults checks that the two agree)
+LIGHTNING_REQUIREMENT = "lightning>=2.5,<2.7"
 
 
 def hydra_job_command(local_rank: int) -> tuple[Sequence[str], str]:
@@ -44,6 +57,33 @@ def hydra_job_command(local_rank: int) -> tuple[Sequence[str], str]:
     return command, os.getcwd()
 
 
+class LightningPrivateAPIError(InputError):
+    """The installed Lightning lacks the private launcher API :class:`HydraJobLauncher` patches."""
+
+
+def private_api_problems() -> list[str]:
+    """What :class:`HydraJobLauncher` needs from Lightning and does not find (empty: all there)."""
+    where = "lightning.pytorch.strategies.launchers.subprocess_script"
+    problems = []
+    command = getattr(subprocess_script, "_hydra_subprocess_cmd", None)
+    if command is None:
+        problems.append(f"{where}._hydra_subprocess_cmd is gone")
+    elif list(inspect.signature(command).parameters) != ["local_rank"]:
+        problems.append(f"{where}._hydra_subprocess_cmd{inspect.signature(command)} changed")
+    children = getattr(_SubprocessScriptLauncher, "_call_children_scripts", None)
+    if children is None:
+        problems.append(f"{where}._SubprocessScriptLauncher._call_children_scripts is gone")
+    elif "_hydra_subprocess_cmd" not in children.__code__.co_names:
+        problems.append(
+            f"{where}._SubprocessScriptLauncher._call_children_scripts no longer calls the "
+            "module's _hydra_subprocess_cmd"
+        )
+    params = list(inspect.signature(_SubprocessScriptLauncher.__init__).parameters)
+    if params != ["self", "cluster_environment", "num_processes", "num_nodes"]:
+        problems.append(f"{where}._SubprocessScriptLauncher.__init__ takes {params[1:]}")
+    return problems
+
+
 class HydraJobLauncher(_SubprocessScriptLauncher):
     """Lightning's subprocess launcher with children built by :func:`hydra_job_command`."""
 
@@ -57,10 +97,24 @@ class HydraDDPStrategy(DDPStrategy):
 
     def _configure_launcher(self) -> None:
         super()._configure_launcher()
-        if type(self._launcher) is _SubprocessScriptLauncher:
-            self._launcher = HydraJobLauncher(
-                self.cluster_environment, self.num_processes, self.num_nodes
+        popen = getattr(self, "_start_method", "popen") == "popen"
+        if not popen and type(self._launcher) is not _SubprocessScriptLauncher:
+            return  # spawn/fork: children do not re-run the command line
+        problems = private_api_problems()
+        if type(self._launcher) is not _SubprocessScriptLauncher:
+            problems.append(
+                f"DDPStrategy now launches popen children with {type(self._launcher).__name__}"
             )
+        if problems:
+            raise LightningPrivateAPIError(
+                f"dermlit's HydraDDPStrategy cannot keep DDP ranks inside their Hydra job with "
+                f"lightning {lightning.__version__}: {'; '.join(problems)}. Without it every rank "
+                "would re-launch the whole sweep. Install the Lightning that pyproject.toml "
+                f"allows ({LIGHTNING_REQUIREMENT!r}), or update dermlit/distributed.py."
+            )
+        self._launcher = HydraJobLauncher(
+            self.cluster_environment, self.num_processes, self.num_nodes
+        )
 
 
 #: variables Lightning's launcher sets in the launching process for its children

@@ -26,6 +26,8 @@ from omegaconf import DictConfig, OmegaConf
 from dermlit.checkpoints import NON_WEIGHT_PREFIXES, load_model_weights, resolve_checkpoint
 from dermlit.config import CONF_DIR, checkpoint_name, register_resolvers
 from dermlit.constants import CLASSES
+from dermlit.errors import InputError
+from dermlit.eval_overrides import EVAL_DATA_KEYS
 from dermlit.evaluation.analysis import EvalSettings
 from dermlit.rundir import (
     Evaluation,
@@ -55,7 +57,7 @@ def eval_dir(
     if predictions:
         return str(Path(predictions).parent / "eval" / f"{Path(predictions).stem}-{split}")
     if not run_dir:
-        raise ValueError("dermlit-eval needs run_dir=RUN_DIR or predictions=PATH/predictions.csv")
+        raise InputError("dermlit-eval needs run_dir=RUN_DIR or predictions=PATH/predictions.csv")
     name = Path(data_csv).stem if data_csv else Path(data_root).name if data_root else split
     suffix = "" if weights == "default" else f"-{weights}"
     return str(Path(run_dir) / "eval" / f"{name}-{checkpoint_name(checkpoint)}{suffix}")
@@ -69,7 +71,7 @@ if not OmegaConf.has_resolver("dermlit_eval_dir"):
 def run_config(run_dir: Path) -> DictConfig:
     path = run_dir / ".hydra" / "resolved.yaml"
     if not path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a dermlit run directory: {path} is missing")
+        raise InputError(f"{run_dir} is not a dermlit run directory: {path} is missing")
     return OmegaConf.load(path)
 
 
@@ -81,7 +83,7 @@ def select_weights(ckpt: dict, weights: str, path: Path) -> dict | None:
     EMA with export=raw keeps raw in ``state_dict`` and the average in ``ema_state_dict``.
     """
     if weights not in WEIGHTS:
-        raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
+        raise InputError(f"weights must be one of {WEIGHTS}, got {weights!r}")
     if weights == "default":
         return None
     if weights == "ema":
@@ -89,7 +91,7 @@ def select_weights(ckpt: dict, weights: str, path: Path) -> dict | None:
             return ckpt["ema_state_dict"]
         if "current_model_state" in ckpt:
             return None
-        raise ValueError(
+        raise InputError(
             f"{path} holds no EMA weights (trained without callbacks=ema); use weights=raw"
         )
     return ckpt.get("current_model_state")
@@ -105,16 +107,17 @@ def load_weights(model: torch.nn.Module, path: Path, weights: str) -> None:
     chosen = {k: v for k, v in chosen.items() if not k.startswith(NON_WEIGHT_PREFIXES)}
     expected = {k for k in model.state_dict() if not k.startswith(NON_WEIGHT_PREFIXES)}
     if set(chosen) != expected:
-        raise ValueError(f"{path}: the {weights} weights do not fit the model's parameters")
+        raise InputError(f"{path}: the {weights} weights do not fit the model's parameters")
     model.load_state_dict(chosen, strict=False)
 
 
 def eval_datamodule(train_data: DictConfig, data: DictConfig):
     """The run's data settings (image size, normalisation) with another ``source``."""
     node = OmegaConf.create(OmegaConf.to_container(train_data, resolve=True))
-    node.source = OmegaConf.to_container(data.source, resolve=True)
-    node.cache_dir = str(data.cache_dir)
-    node.on_error = str(data.get("on_error", "raise"))
+    chosen = OmegaConf.to_container(data, resolve=True)
+    for key in EVAL_DATA_KEYS:  # dermlit.eval_overrides refuses overrides of the other keys
+        if key in chosen:
+            node[key] = chosen[key]
     node.sampler = None
     return instantiate(node)
 
@@ -128,7 +131,11 @@ def train_class_counts(splits_csv: Path) -> list[int] | None:
     return [int(counts.get(c, 0)) for c in CLASSES]
 
 
-def predict_from_checkpoint(cfg: DictConfig) -> tuple[SplitOutputs, SplitOutputs | None, str]:
+def predict_from_checkpoint(
+    cfg: DictConfig,
+) -> tuple[SplitOutputs, SplitOutputs | None, str, pd.DataFrame]:
+    """Test outputs, the run's validation outputs (for the temperature), a description, and the
+    images the data source skipped (``data.on_error=skip``)."""
     run_dir = Path(cfg.run_dir)
     train_cfg = run_config(run_dir)
     if cfg.get("tta") is not None:  # e.g. dermlit-eval run_dir=RUN tta=dihedral
@@ -148,7 +155,7 @@ def predict_from_checkpoint(cfg: DictConfig) -> tuple[SplitOutputs, SplitOutputs
     data = run_data if cfg.get("data") is None else eval_datamodule(train_cfg.data, cfg.data)
     data.setup("test")
     if len(data.frame(cfg.split)) == 0:
-        raise ValueError(
+        raise InputError(
             f"split {cfg.split!r} of {data.source!r} is empty (external sources put every image "
             "in split=test)"
         )
@@ -156,23 +163,27 @@ def predict_from_checkpoint(cfg: DictConfig) -> tuple[SplitOutputs, SplitOutputs
     # temperature: fitted on the RUN's validation split, with these weights (needs labels)
     val = predict_split(trainer, model, run_data, "val") if (outputs.targets >= 0).any() else None
     weights = "" if cfg.weights == "default" else f", {cfg.weights} weights"
-    return outputs, val, f"{ckpt.name}{weights} on {data.source!r} ({cfg.split})"
+    return outputs, val, f"{ckpt.name}{weights} on {data.source!r} ({cfg.split})", data.skipped
 
 
 def evaluate(cfg: DictConfig) -> Evaluation:
     settings = EvalSettings.from_config(cfg.get("evaluation"), cfg.bootstrap_resamples, cfg.seed)
+    skipped = None
     if cfg.predictions:
-        outputs = SplitOutputs.from_predictions(cfg.predictions)
-        val = SplitOutputs.from_predictions(cfg.val_predictions) if cfg.val_predictions else None
+        are = str(cfg.predictions_are)
+        outputs = SplitOutputs.from_predictions(cfg.predictions, are)
+        val = (
+            SplitOutputs.from_predictions(cfg.val_predictions, are) if cfg.val_predictions else None
+        )
         source = str(cfg.predictions)
         counts = train_class_counts(Path(cfg.predictions).parent / "splits.csv")
     else:
-        outputs, val, source = predict_from_checkpoint(cfg)
+        outputs, val, source, skipped = predict_from_checkpoint(cfg)
         counts = train_class_counts(Path(cfg.run_dir) / "splits.csv")
     out_dir = Path(cfg.output_dir)
     posthoc = instantiate(cfg.posthoc) if cfg.get("posthoc") else None
     if posthoc is not None and posthoc.fitted_on_validation and val is None:
-        raise ValueError("posthoc adjustment is fitted on validation: give val_predictions=")
+        raise InputError("posthoc adjustment is fitted on validation: give val_predictions=")
     evaluation = write_evaluation(
         out_dir,
         outputs,
@@ -183,6 +194,8 @@ def evaluate(cfg: DictConfig) -> Evaluation:
         posthoc=posthoc,
         class_counts=counts,
     )
+    if skipped is not None and len(skipped):  # what data.on_error=skip dropped, as in a run
+        skipped.to_csv(out_dir / "skipped.csv", index=False)
     print_summary(evaluation.metrics, cfg.split, out_dir)
     return evaluation
 

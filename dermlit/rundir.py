@@ -22,7 +22,7 @@ from dermlit.distributed import gather_in_dataset_order
 from dermlit.evaluation.analysis import Analysis, EvalSettings, analyse, log_probs
 from dermlit.evaluation.metrics import point_metrics
 from dermlit.evaluation.posthoc import DecisionAdjustment
-from dermlit.evaluation.predictions import predictions_frame, read_predictions, write_predictions
+from dermlit.evaluation.predictions import predictions_frame, read_scores, write_predictions
 from dermlit.evaluation.report import Report, write_report
 
 if TYPE_CHECKING:
@@ -76,9 +76,13 @@ class SplitOutputs:
         return softmax(np.asarray(self.logits, dtype=np.float64), axis=1)
 
     @classmethod
-    def from_predictions(cls, path: str | Path) -> SplitOutputs:
-        ids, probs, targets = read_predictions(path)
-        return cls(ids, log_probs(probs), targets)
+    def from_predictions(
+        cls, path: str | Path, predictions_are: str = "probabilities"
+    ) -> SplitOutputs:
+        """A validated predictions file (see :func:`read_scores`); logits are kept as logits."""
+        ids, values, targets = read_scores(path, predictions_are)
+        logits = values if predictions_are == "logits" else log_probs(values)
+        return cls(ids, logits, targets)
 
     def adjusted(self, adjustment: DecisionAdjustment) -> SplitOutputs:
         return SplitOutputs(self.image_ids, adjustment(self.logits), self.targets)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -166,3 +167,51 @@ def test_eval_on_an_isic_csv_and_an_unlabelled_folder(run, tmp_path: Path) -> No
     _, unl_probs, unl_targets = read_predictions(out / "predictions.csv")
     assert (unl_targets == -1).all() and np.allclose(unl_probs.sum(1), 1, atol=1e-4)
     assert "No labels" in (out / "report" / "report.md").read_text()
+
+
+def test_eval_on_a_faulty_isic_csv_skips_and_lists_or_refuses(run, tmp_path: Path, capsys) -> None:
+    """data.on_error=skip drops the faulty rows and lists them in OUTPUT_DIR/skipped.csv; the
+    default refuses with every fault named (one message, exit status 2)."""
+    run_dir, _ = run
+    resolved = yaml.safe_load((run_dir / ".hydra" / "resolved.yaml").read_text())
+    index, _ = HAM10000Source(resolved["data"]["source"]["root"]).load()
+    chosen = index.iloc[:20]
+    images = tmp_path / "images"
+    images.mkdir()
+    for image_id, path in chosen.set_index("image_id")["path"].items():
+        shutil.copy(path, images / f"{image_id}.jpg")
+    gt = pd.DataFrame(0.0, index=range(22), columns=list(ISIC_COLUMNS))
+    for k, label in enumerate(chosen["label"]):
+        gt.loc[k, label.upper()] = 1.0
+    gt.loc[20, "NV"], gt.loc[21, "MEL"] = np.nan, 1.0  # an empty cell; an image not in images/
+    gt.insert(0, "image", [*chosen["image_id"], "ISIC_NAN", "ISIC_GONE"])
+    gt.to_csv(tmp_path / "gt.csv", index=False)
+    args = [
+        f"run_dir={run_dir}",
+        "data=isic_csv",
+        f"data.source.csv={tmp_path}/gt.csv",
+        f"data.source.images={images}",
+        "bootstrap_resamples=20",
+    ]
+    out = tmp_path / "skip"
+    m = evaluate(eval_cfg(*args, "data.on_error=skip", f"output_dir={out}")).metrics
+    assert m["test/n_images"] == 20
+    skipped = pd.read_csv(out / "skipped.csv")
+    assert dict(zip(skipped["image_id"], skipped["problem"], strict=True)) == {
+        "ISIC_NAN": "empty or NaN cell",
+        "ISIC_GONE": "missing image file",
+    }
+    from dermlit.evaluate import main
+
+    sys.argv, saved = ["dermlit-eval", *args, f"output_dir={tmp_path}/raise"], sys.argv
+    handlers = logging.getLogger().handlers[:]
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            main()
+    finally:  # the in-process Hydra run configured logging into capsys's stream: undo it
+        sys.argv = saved
+        logging.getLogger().handlers[:] = handlers
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "Traceback" not in err, err
+    assert "2 image(s) failed validation" in err and "ISIC_NAN: line 22: NV=''" in err
+    assert "ISIC_GONE" in err and "data.on_error=skip" in err

@@ -10,7 +10,10 @@ What Lightning's ``EMAWeightAveraging`` (2.6) lacks, and this adds:
   checkpoint or export a never-updated copy of the initial weights);
 - ``export``: which weights the checkpoint's ``state_dict`` holds and which ones
   ``trainer.test(ckpt_path=...)`` and the end of ``fit`` leave in the model. Lightning's
-  callback restores the RAW weights when testing from a checkpoint after fit.
+  callback restores the RAW weights when testing from a checkpoint after fit;
+- the average follows the module's dtype and device: Lightning's ``setup`` copies the module
+  BEFORE the precision plugin converts it (``64-true`` -> double, ``16-true``/``bf16-true`` ->
+  half), and the float32 copy then breaks the foreach update (float vs double).
 Resume restores both weight sets and the update count (hence the warmup position).
 """
 
@@ -104,6 +107,26 @@ class EMA(WeightAveraging):
             return False
         offset = step_idx - self.update_starting_at_step
         return offset >= 0 and offset % self.update_every_n_steps == 0
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """After the strategy has moved and converted the module (and a checkpoint has been
+        restored into the average), give every averaged tensor the module's dtype and device
+        (the device given as ``EMA(device=...)`` is kept)."""
+        if self._average_model is not None:
+            self._follow_module(pl_module)
+
+    @torch.no_grad()
+    def _follow_module(self, pl_module: L.LightningModule) -> None:
+        assert self._average_model is not None
+        average = itertools.chain(
+            self._average_model.module.parameters(), self._average_model.module.buffers()
+        )
+        current = itertools.chain(pl_module.parameters(), pl_module.buffers())
+        kept = None if self._device is None else torch.device(self._device)  # EMA(device=...)
+        for a, c in zip(average, current, strict=True):
+            device = kept or c.device
+            if a.dtype != c.dtype or a.device != device:
+                a.data = a.data.to(device=device, dtype=c.dtype)
 
     @property
     def n_updates(self) -> int:

@@ -3,6 +3,8 @@
 Every problem is reported with the offending ids (the first few and the count). The policy is
 ``raise`` (default: a :class:`DataValidationError` listing every problem) or ``skip`` (drop the
 offending rows, log them, keep them in :attr:`ValidationReport.skipped` for the run directory).
+Some problems cannot be skipped (e.g. one image id with two different labels: dropping either
+row would pick a ground truth); those raise under ``skip`` too, saying what to do instead.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Literal
 import pandas as pd
 
 from dermlit.constants import CLASSES
+from dermlit.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +26,7 @@ OnError = Literal["raise", "skip"]
 SHOWN_IDS = 5
 
 
-class DataValidationError(ValueError):
+class DataValidationError(InputError):
     """Raised when a dataset fails validation and the policy is ``raise``."""
 
 
@@ -37,13 +40,18 @@ def describe_ids(ids: Iterable[str], shown: int = SHOWN_IDS) -> str:
 
 @dataclass
 class ValidationReport:
-    """Problems found in one dataset, by kind: ``{kind: [(image_id, detail), ...]}``."""
+    """Problems found in one dataset, by kind: ``{kind: [(image_id, detail), ...]}``;
+    ``unskippable``: the kinds ``on_error=skip`` cannot resolve, with what to do instead."""
 
     dataset: str
     problems: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    unskippable: dict[str, str] = field(default_factory=dict)
 
-    def add(self, kind: str, image_id: str, detail: str = "") -> None:
+    def add(self, kind: str, image_id: str, detail: str = "", unskippable: str = "") -> None:
+        """``unskippable``: this kind cannot be skipped; the text says what to do instead."""
         self.problems.setdefault(kind, []).append((str(image_id), detail))
+        if unskippable:
+            self.unskippable[kind] = unskippable
 
     @property
     def ok(self) -> bool:
@@ -58,7 +66,14 @@ class ValidationReport:
         for kind, rows in self.problems.items():
             shown = [f"{i}: {d}" if d else i for i, d in rows]
             lines.append(f"  - {kind}: {describe_ids(shown)}")
-        lines.append("  Fix the data, or set data.on_error=skip to drop these images (logged).")
+        for kind, advice in self.unskippable.items():
+            lines.append(f"  {kind} cannot be skipped (data.on_error=skip): {advice}")
+        if set(self.problems) - set(self.unskippable):
+            what = "the other" if self.unskippable else "these"
+            lines.append(
+                f"  Fix the data, or set data.on_error=skip to drop {what} images (logged, "
+                "and listed in skipped.csv in the output directory)."
+            )
         return "\n".join(lines)
 
     @property
@@ -67,12 +82,18 @@ class ValidationReport:
         return pd.DataFrame(rows, columns=["image_id", "problem", "detail"])
 
 
-def check_index(df: pd.DataFrame, dataset: str, allow_unlabelled: bool = False) -> ValidationReport:
+def check_index(
+    df: pd.DataFrame,
+    dataset: str,
+    allow_unlabelled: bool = False,
+    report: ValidationReport | None = None,
+) -> ValidationReport:
     """Metadata checks that need no decoding: unknown labels, duplicate ids, missing files.
 
     ``allow_unlabelled``: an empty label means "unknown" (prediction-only sources), not an error.
+    ``report``: add to the problems a source has already found (else a new report).
     """
-    report = ValidationReport(dataset)
+    report = ValidationReport(dataset) if report is None else report
     unknown = ~df["label"].isin(CLASSES)
     if allow_unlabelled:
         unknown &= df["label"] != ""
@@ -95,6 +116,8 @@ def apply_policy(df: pd.DataFrame, report: ValidationReport, on_error: OnError) 
         raise DataValidationError(report.message())
     if on_error != "skip":
         raise ValueError(f"data.on_error must be 'raise' or 'skip', got {on_error!r}")
+    if report.unskippable:
+        raise DataValidationError(report.message())
     log.warning("Skipping invalid images:\n%s", report.message())
     keep = ~df["image_id"].astype(str).isin(report.bad_ids)
     # a duplicated id is bad, but its first occurrence is kept

@@ -20,7 +20,10 @@ from dermlit.constants import CLASSES
 from dermlit.data.validation import describe_ids
 from dermlit.evaluation.bootstrap import HEADLINE, mcnemar, paired_bootstrap
 from dermlit.evaluation.metrics import higher_is_better, point_metrics
-from dermlit.evaluation.predictions import read_predictions
+from dermlit.evaluation.predictions import PREDICTIONS_ARE, read_predictions
+
+#: how this CLI says "the files hold logits" (in the reader's refusal message)
+LOGITS_FLAG = "--predictions-are logits"
 
 
 class TestSetMismatch(ValueError):
@@ -35,13 +38,14 @@ class Predictions:
     targets: np.ndarray
 
     @classmethod
-    def load(cls, path: str | Path) -> Predictions:
-        """A run directory (its ``predictions.csv``) or a predictions.csv file."""
+    def load(cls, path: str | Path, predictions_are: str = "probabilities") -> Predictions:
+        """A run directory (its ``predictions.csv``) or a predictions.csv file, validated by
+        the reader ``dermlit-eval`` uses (a file of logits needs ``--predictions-are logits``)."""
         path = Path(path)
         csv = path / "predictions.csv" if path.is_dir() else path
         if not csv.is_file():
             raise FileNotFoundError(f"no predictions.csv at {csv}")
-        ids, probs, targets = read_predictions(csv)
+        ids, probs, targets = read_predictions(csv, predictions_are, LOGITS_FLAG)
         return cls(str(path), ids, probs, targets)
 
 
@@ -179,6 +183,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--alpha", type=float, default=0.05)
     parser.add_argument("--metrics", nargs="+", default=list(HEADLINE), metavar="METRIC")
     parser.add_argument(
+        "--predictions-are",
+        choices=PREDICTIONS_ARE,
+        default="probabilities",
+        help="what both files hold: probabilities (rows summing to 1, validated) or logits "
+        "(softmaxed)",
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         default=None,
@@ -191,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     try:
-        a, b = Predictions.load(args.run_a), Predictions.load(args.run_b)
+        a, b = (Predictions.load(p, args.predictions_are) for p in (args.run_a, args.run_b))
         result = compare(a, b, args.resamples, args.seed, args.alpha, tuple(args.metrics))
     except (TestSetMismatch, FileNotFoundError, KeyError, ValueError) as err:
         print(f"dermlit compare: {err}", file=sys.stderr)

@@ -12,7 +12,7 @@ from PIL import Image
 from dermlit.constants import CLASS_TO_INDEX, ISIC_COLUMNS
 from dermlit.data.datamodule import DermDataModule
 from dermlit.data.sources import FolderSource, IsicCsvSource
-from dermlit.data.validation import DataValidationError
+from dermlit.data.validation import DataValidationError, apply_policy
 
 # ISIC 2018 column order: MEL, NV, BCC, AKIEC, BKL, DF, VASC
 ROWS = {
@@ -55,18 +55,18 @@ def test_one_hot_rows_become_the_index_table(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("ones", "what"), [(("MEL", "NV"), "more than one 1 (MEL, NV)"), ((), "no 1")]
+    ("ones", "kind", "detail"),
+    [(("MEL", "NV"), "more than one 1 in the row", "line 9: MEL, NV"), ((), "no 1", "line 9")],
 )
-def test_a_row_with_two_ones_or_none_is_named(tmp_path: Path, ones, what) -> None:
+def test_a_row_with_two_ones_or_none_is_named(tmp_path: Path, ones, kind, detail) -> None:
     rows = {**ROWS, "ISIC_BAD": ones}
-    source = IsicCsvSource(write_gt(tmp_path / "gt.csv", rows), tmp_path)
-    with pytest.raises(ValueError, match="exactly one 1") as err:
-        source.load()
-    assert "ISIC_BAD" in str(err.value)
-    if ones:
-        assert "ISIC_BAD (MEL, NV)" in str(err.value)
-    else:
-        assert "no 1" in str(err.value)
+    write_images(tmp_path / "img", rows)
+    source = IsicCsvSource(write_gt(tmp_path / "gt.csv", rows), tmp_path / "img")
+    df, report = source.load()
+    assert "ISIC_BAD" not in set(df["image_id"]) and len(df) == 7
+    with pytest.raises(DataValidationError, match=kind) as err:
+        apply_policy(df, report, "raise")
+    assert f"ISIC_BAD: {detail}" in str(err.value)
 
 
 def test_non_binary_values_are_refused(tmp_path: Path) -> None:
@@ -74,8 +74,8 @@ def test_non_binary_values_are_refused(tmp_path: Path) -> None:
     frame = pd.read_csv(path)
     frame.loc[0, "MEL"] = 0.7
     frame.to_csv(path, index=False)
-    with pytest.raises(ValueError, match="one-hot 0/1.*ISIC_0000001"):
-        IsicCsvSource(path, tmp_path).load()
+    _, report = IsicCsvSource(path, tmp_path).load()
+    assert report.problems["value not 0 or 1"] == [("ISIC_0000001", "line 2: MEL='0.7'")]
 
 
 ISIC2019 = ("MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC", "UNK")
@@ -85,9 +85,13 @@ def test_isic2019_columns_refuse_drop_or_map(tmp_path: Path) -> None:
     rows = {"A1": "AK", "A2": "SCC", "A3": "UNK", "A4": "MEL"}
     write_images(tmp_path / "img", rows)
     gt = write_gt(tmp_path / "gt.csv", rows, ISIC2019)
-    with pytest.raises(ValueError, match=r"A2.*A3.*\['SCC', 'UNK'\].*column_map") as err:
-        IsicCsvSource(gt, tmp_path / "img").load()
-    assert "A1" not in str(err.value)  # AK is ISIC 2019's name for akiec
+    df, report = IsicCsvSource(gt, tmp_path / "img").load()
+    for on_error in ("raise", "skip"):  # other_columns decides, not on_error
+        with pytest.raises(
+            DataValidationError, match=r"(?s)A2: line 3: SCC, A3: line 4: UNK.*column_map"
+        ) as err:
+            apply_policy(df, report, on_error)
+        assert "A1" not in str(err.value)  # AK is ISIC 2019's name for akiec
 
     df, _ = IsicCsvSource(gt, tmp_path / "img", other_columns="drop").load()
     assert dict(zip(df["image_id"], df["label"], strict=True)) == {"A1": "akiec", "A4": "mel"}

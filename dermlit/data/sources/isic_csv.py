@@ -5,6 +5,13 @@ ISIC 2019 names actinic keratosis ``AK`` (mapped to ``akiec``) and adds ``SCC`` 
 which are not among dermlit's seven classes: rows labelled there are refused (default), dropped
 (``other_columns=drop``), or mapped by the user (``column_map={SCC: akiec}``; ISIC 2018's AKIEC
 includes intraepithelial carcinoma, so that mapping is defensible, but it is a choice).
+
+Every faulty row is reported at once, with its line in the file, in the source's
+:class:`~dermlit.data.validation.ValidationReport` (like HAM10000's): an empty or NaN cell, a value
+that is not 0 or 1, no 1 or more than one 1 in a row, an image missing from the folder, a
+duplicated id. ``data.on_error=skip`` drops those rows (RUN_DIR/skipped.csv). Two cases cannot
+be skipped: one image id with different labels (the ground truth is ambiguous) and, under
+``other_columns=refuse``, a label outside the seven classes (that option decides).
 """
 
 from __future__ import annotations
@@ -20,16 +27,34 @@ import pandas as pd
 
 from dermlit.constants import CLASSES, ISIC_TO_CLASS
 from dermlit.data.sources.ham10000 import IMAGE_SUFFIXES
-from dermlit.data.validation import ValidationReport, check_index, describe_ids
+from dermlit.data.validation import (
+    DataValidationError,
+    ValidationReport,
+    check_index,
+    describe_ids,
+)
 
 #: ISIC column -> dermlit class: ISIC 2018 names plus ISIC 2019's ``AK``.
 DEFAULT_COLUMN_MAP: dict[str, str] = {**ISIC_TO_CLASS, "AK": "akiec"}
 #: Columns of published ground-truth files that are not labels.
 DEFAULT_IGNORE: tuple[str, ...] = ("score_weight",)
 
+#: cell texts read as "no value" (pandas' own NA spellings, lower-cased, and empty)
+MISSING = ("", "nan", "na", "n/a", "null", "none", "<na>")
+
 log = logging.getLogger(__name__)
 
 OtherColumns = Literal["refuse", "drop"]
+
+
+def _set_cells(row: pd.Series) -> str:
+    """``"MEL"`` for a one-hot row, ``"MEL, NV='x'"`` otherwise: the cells that are not 0."""
+    shown = []
+    for column, text in row.items():
+        number = pd.to_numeric(text, errors="coerce")
+        if number != 0:
+            shown.append(str(column) if number == 1 else f"{column}={text!r}")
+    return ", ".join(shown) or "all 0"
 
 
 def image_paths(folder: Path, recursive: bool = False) -> dict[str, Path]:
@@ -81,59 +106,109 @@ class IsicCsvSource:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(csv={str(self.csv)!r}, images={str(self.images)!r})"
 
-    def labels(self) -> tuple[pd.DataFrame, list[str]]:
-        """``(image, label)`` for every row (label None when outside the seven classes), and
-        the ids of the rows labelled in a column outside them."""
+    def _read(self) -> tuple[pd.DataFrame, list[str]]:
+        """The CSV as stripped strings, and its label columns; refuses a file it cannot read."""
         if not self.csv.is_file():
-            raise FileNotFoundError(f"ISIC ground-truth CSV not found: {self.csv}")
-        gt = pd.read_csv(self.csv, dtype={"image": str})
+            raise DataValidationError(
+                f"ISIC ground-truth CSV not found: {self.csv}; set data.source.csv"
+            )
+        gt = pd.read_csv(self.csv, dtype=str, keep_default_na=False)
+        gt = gt.apply(lambda col: col.str.strip())
         if "image" not in gt.columns:
-            raise ValueError(f"{self.csv}: no 'image' column; has {list(gt.columns)}")
+            raise DataValidationError(f"{self.csv}: no 'image' column; has {list(gt.columns)}")
         cols = [c for c in gt.columns if c != "image" and c not in self.ignore_columns]
         if not any(self.column_map.get(c) for c in cols):
-            raise ValueError(
+            raise DataValidationError(
                 f"{self.csv}: none of its columns {cols} is a known ISIC class column "
                 f"({sorted(k for k, v in self.column_map.items() if v)})"
             )
-        values = gt[cols].to_numpy(dtype=np.float64)
-        bad_value = ~np.isin(values, (0.0, 1.0))
-        if bad_value.any():
-            rows = np.flatnonzero(bad_value.any(1))
-            raise ValueError(
-                f"{self.csv}: labels must be one-hot 0/1; other values in "
-                f"{describe_ids(gt['image'].iloc[rows])}"
-            )
-        ones = values.sum(1)
-        for count, what in ((ones == 0, "no 1 (no label)"), (ones > 1, "more than one 1")):
-            if count.any():
-                shown = [
-                    f"{img} ({', '.join(c for c, v in zip(cols, row, strict=True) if v)})"
-                    for img, row in zip(gt["image"][count], values[count], strict=True)
-                ]
-                raise ValueError(
-                    f"{self.csv}: each row must have exactly one 1 among {cols}; "
-                    f"{describe_ids(shown)} have {what}"
-                )
+        return gt, cols
+
+    def labels(self, report: ValidationReport) -> tuple[pd.DataFrame, list[str]]:
+        """``(image, label)`` of every usable row, and the ids of the rows labelled in a column
+        outside the seven classes under ``other_columns=drop``. Every faulty row goes to
+        ``report`` with its line in the file (header = line 1), all of them at once."""
+        gt, cols = self._read()
+        cells = gt[cols]
+        values = cells.apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
+        empty = cells.apply(lambda col: col.str.lower().isin(MISSING)).to_numpy()
+        not_binary = ~empty & ~np.isin(values, (0.0, 1.0))
+        ones = np.where(empty | not_binary, 0.0, values).sum(1)
+        valid = ~(empty | not_binary).any(1) & (ones == 1)
+        images = gt["image"].to_numpy(dtype=str)
+        where = [f"line {row + 2}" for row in range(len(gt))]
+
+        def named(row: int, mask: np.ndarray) -> str:
+            return ", ".join(f"{c}={cells.iat[row, k]!r}" for k, c in enumerate(cols) if mask[k])
+
+        for row in np.flatnonzero(empty.any(1)):
+            report.add("empty or NaN cell", images[row], f"{where[row]}: {named(row, empty[row])}")
+        for row in np.flatnonzero(not_binary.any(1)):
+            detail = named(row, not_binary[row])
+            report.add("value not 0 or 1", images[row], f"{where[row]}: {detail}")
+        clean = ~(empty | not_binary).any(1)
+        for row in np.flatnonzero(clean & (ones == 0)):
+            report.add("no 1 in the row (no label)", images[row], where[row])
+        for row in np.flatnonzero(clean & (ones > 1)):
+            hot = ", ".join(c for c, v in zip(cols, values[row], strict=True) if v == 1)
+            report.add("more than one 1 in the row", images[row], f"{where[row]}: {hot}")
+        for row in np.flatnonzero(gt["image"].to_numpy(dtype=str) == ""):
+            report.add("empty image id", f"({where[row]})", where[row])
+        valid &= images != ""
+        conflicting = self._conflicts(gt, cols, report)
+        valid &= ~np.isin(images, conflicting)
         column = np.asarray(cols)[values.argmax(1)]
         label = pd.Series([self.column_map.get(c) for c in column], index=gt.index)
-        outside = label.isna()
-        if outside.any() and self.other_columns == "refuse":
-            where = sorted({str(c) for c in column[outside.to_numpy()]})
-            raise ValueError(
-                f"{self.csv}: {describe_ids(gt['image'][outside])} image(s) are labelled in "
-                f"column(s) {where}, outside dermlit's classes {list(CLASSES)}. Map them "
-                f"(data.source.column_map={{{where[0]}: <class>}}) or drop those rows "
-                "(data.source.other_columns=drop)."
+        outside = valid & label.isna().to_numpy()
+        if self.other_columns == "refuse":
+            advice = (
+                f"map the column (data.source.column_map={{<column>: <class>}}, one of "
+                f"{list(CLASSES)}) or drop such rows (data.source.other_columns=drop)"
             )
-        return pd.DataFrame({"image": gt["image"], "label": label}), list(gt["image"][outside])
+            for row in np.flatnonzero(outside):
+                report.add(
+                    "labelled outside dermlit's seven classes",
+                    images[row],
+                    f"{where[row]}: {column[row]}",
+                    unskippable=advice,
+                )
+        keep = valid & ~outside
+        labels = pd.DataFrame({"image": images[keep], "label": label[keep].to_numpy()})
+        return labels, list(images[outside]) if self.other_columns == "drop" else []
+
+    def _conflicts(self, gt: pd.DataFrame, cols: list[str], report: ValidationReport) -> list:
+        """Ids listed more than once with different label cells (same cells: a plain duplicate,
+        which :func:`check_index` reports and ``skip`` resolves by keeping one)."""
+        repeated = gt[gt["image"].duplicated(keep=False) & (gt["image"] != "")]
+        numbers = repeated[cols].apply(pd.to_numeric, errors="coerce")
+        meaning = numbers.astype(object).where(numbers.notna(), repeated[cols])  # "1" == "1.0"
+        conflicting = []
+        for image, rows in repeated.groupby("image", sort=False):
+            if len(meaning.loc[rows.index].drop_duplicates()) == 1:
+                continue
+            conflicting.append(image)
+            shown = "; ".join(
+                f"line {i + 2}: {_set_cells(row)}" for i, row in rows[cols].iterrows()
+            )
+            report.add(
+                "one image id with different labels",
+                image,
+                shown,
+                unskippable="the ground truth is ambiguous: keep the one right row per image",
+            )
+        return conflicting
 
     def load(self) -> tuple[pd.DataFrame, ValidationReport]:
-        """The index table (``image_id, path, label, lesion_id[, split]``) and its report."""
-        labels, outside = self.labels()
+        """The index table (``image_id, path, label, lesion_id[, split]``) and its report of
+        every faulty row (label cells, missing images, duplicates) at once."""
+        report = ValidationReport(f"{self.name} {self.csv}")
+        labels, outside = self.labels(report)
         if not self.images.is_dir():
-            raise FileNotFoundError(f"ISIC image folder not found: {self.images}")
+            raise DataValidationError(
+                f"ISIC image folder not found: {self.images}; set data.source.images"
+            )
         paths = image_paths(self.images)
-        df = labels.loc[labels["label"].notna()].rename(columns={"image": "image_id"})
+        df = labels.rename(columns={"image": "image_id"})
         df["path"] = [str(paths.get(i, self.images / f"{i}.jpg")) for i in df["image_id"]]
         df["lesion_id"] = df["image_id"]
         if self.lesion_csv is not None:
@@ -149,4 +224,4 @@ class IsicCsvSource:
                 describe_ids(outside),
             )
         df = df.reset_index(drop=True)
-        return df, check_index(df, f"{self.name} {self.csv}")
+        return df, check_index(df, report.dataset, report=report)
