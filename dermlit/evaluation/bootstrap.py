@@ -115,14 +115,29 @@ def bootstrap_distribution(
 
 
 def _distributions(
-    engines: Sequence[MetricEngine], t: np.ndarray, n_resamples: int, seed: int
+    engines: Sequence[MetricEngine],
+    t: np.ndarray,
+    n_resamples: int,
+    seed: int,
+    extra: np.ndarray | None = None,
 ) -> list[dict[str, np.ndarray]]:
+    """Every metric per resample; with ``extra`` weight rows (the jackknife), those come first.
+
+    The extra rows ride along with the first block: a separate product of ~100 rows takes a
+    slow path in multithreaded OpenBLAS on a busy machine (measured 0.3 s vs 0.03 s)."""
     rng = np.random.default_rng(seed)
     blocks: list[list[dict[str, np.ndarray]]] = [[] for _ in engines]
-    for w in stratified_weights(t, n_resamples, rng):
+    for i, w in enumerate(stratified_weights(t, n_resamples, rng)):
+        if i == 0 and extra is not None:
+            w = np.concatenate([extra.astype(w.dtype, copy=False), w])
         for out, engine in zip(blocks, engines, strict=True):
             out.append(engine.compute(w))
     return [{k: np.concatenate([b[k] for b in out]) for k in out[0]} for out in blocks]
+
+
+def _split(dist: dict[str, np.ndarray], n_extra: int) -> tuple[dict, dict]:
+    """(resamples, extra rows) of a :func:`_distributions` result."""
+    return {k: v[n_extra:] for k, v in dist.items()}, {k: v[:n_extra] for k, v in dist.items()}
 
 
 def _point(engine: MetricEngine, n: int) -> dict[str, float]:
@@ -161,9 +176,9 @@ def bootstrap_intervals(
     """Point estimates of every metric and the (1 - alpha) interval (with its verdict) of every
     metric but ``support_*``."""
     (engine,), t = _engines([probs], targets, num_classes, class_names, n_bins)
-    (dist,) = _distributions([engine], t, n_resamples, seed)
+    jw = jackknife_weights(t, seed=seed)
+    dist, jack = _split(_distributions([engine], t, n_resamples, seed, jw)[0], len(jw))
     point = _point(engine, len(t))
-    jack = engine.compute(jackknife_weights(t, seed=seed))
     return point, _intervals(dist, point, jack, alpha)
 
 
@@ -246,13 +261,13 @@ def paired_bootstrap(
     errors).
     """
     (eng_a, eng_b), t = _engines([probs_a, probs_b], targets, num_classes, class_names, n_bins)
-    dist_a, dist_b = _distributions([eng_a, eng_b], t, n_resamples, seed)
     point_a, point_b = _point(eng_a, len(t)), _point(eng_b, len(t))
     unknown = [m for m in metrics if m not in point_a]
     if unknown:
         raise KeyError(f"unknown metric {unknown[0]!r}; known: {sorted(point_a)}")
     jw = jackknife_weights(t, seed=seed)
-    jack_a, jack_b = eng_a.compute(jw), eng_b.compute(jw)
+    both = _distributions([eng_a, eng_b], t, n_resamples, seed, jw)
+    (dist_a, jack_a), (dist_b, jack_b) = (_split(d, len(jw)) for d in both)
     diff = {m: dist_a[m] - dist_b[m] for m in metrics}
     delta = {m: point_a[m] - point_b[m] for m in metrics}
     ivs = _intervals(diff, delta, {m: jack_a[m] - jack_b[m] for m in metrics}, alpha, metrics)
