@@ -126,7 +126,7 @@ class Analysis:
     split: str
     n_images: int
     settings: EvalSettings
-    metrics: dict[str, float]
+    metrics: dict[str, float | str | bool]  # numbers, plus the _ci_method / _ci_* flags
     n_labelled: int = 0
     confusion: np.ndarray | None = None  # counts [true, predicted]
     highlight: np.ndarray | None = None  # rare class called common

@@ -228,11 +228,11 @@ def metrics_with_ci(
     seed: int = 0,
     alpha: float = 0.05,
     **engine_kw: object,
-) -> dict[str, float]:
+) -> dict[str, float | str | bool]:
     """Flat ``metrics.json`` keys: ``<prefix><metric>`` plus the interval keys of the module
     docstring. Undefined values are NaN (write JSON with ``allow_nan`` or map them to null)."""
     point, ivs = bootstrap_intervals(probs, targets, n_resamples, seed, alpha, **engine_kw)
-    out: dict[str, float] = {}
+    out: dict[str, float | str | bool] = {}
     for key, value in point.items():
         out[f"{prefix}{key}"] = value
         if key in ivs:
@@ -251,7 +251,7 @@ def paired_bootstrap(
     num_classes: int = NUM_CLASSES,
     class_names: Sequence[str] | None = None,
     n_bins: int = N_BINS,
-) -> dict[str, dict[str, float]]:
+) -> dict[str, dict[str, float | str]]:
     """Compare models A and B on the same cases, resampled together.
 
     Per metric: ``delta`` = A - B on the full set, its CI (``ci_low``, ``ci_high``; NaN unless
