@@ -80,10 +80,16 @@ def main() -> None:
         runs.append((time.perf_counter() - wall, time.process_time() - cpu))
     ours, ours_cpu = min(runs)
     n_ci = sum(k.endswith("_ci_low") for k in out)
+    methods = [v for k, v in out.items() if k.endswith("_ci_method")]
+    omitted = sum(k.endswith("_ci_biased") for k in out)
     print(
         f"dermlit vectorised: {args.resamples} resamples, {n_ci} metrics with CIs "
         f"(+ point estimates): {ours:.2f} s wall, {ours_cpu:.2f} s CPU "
         f"(best of {args.repeats}; load average {os.getloadavg()[0]:.1f})"
+    )
+    print(
+        f"  intervals: {methods.count('percentile')} percentile, {methods.count('bca')} BCa "
+        f"(grouped jackknife), {omitted} omitted as biased (dermlit/evaluation/intervals.py)"
     )
     print(
         f"  e.g. test/macro_f1 = {out['test/macro_f1']:.4f} "

@@ -23,7 +23,7 @@ from dermlit.evaluation.analysis import Analysis, EvalSettings, analyse, log_pro
 from dermlit.evaluation.metrics import point_metrics
 from dermlit.evaluation.posthoc import DecisionAdjustment
 from dermlit.evaluation.predictions import predictions_frame, read_scores, write_predictions
-from dermlit.evaluation.report import Report, write_report
+from dermlit.evaluation.report import Report, ci_label, write_report
 
 if TYPE_CHECKING:
     from dermlit.data.datamodule import DermDataModule
@@ -164,21 +164,15 @@ def write_evaluation(
 
 
 def headline_rows(metrics: Mapping[str, float], split: str) -> list[tuple[str, str, str]]:
-    rows = []
-    for name in HEADLINE:
-        key = f"{split}/{name}"
-        if key not in metrics:
-            continue
-        low, high = metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
-        ci = f"[{low:.3f}, {high:.3f}]" if _finite(low) and _finite(high) else ""
-        rows.append((key, f"{metrics[key]:.3f}", ci))
-    for cls in CLASSES:
-        key = f"{split}/recall_{cls}"
-        if key in metrics and cls != "mel":
-            low, high = metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
-            ci = f"[{low:.3f}, {high:.3f}]" if _finite(low) and _finite(high) else ""
-            rows.append((key, f"{metrics[key]:.3f}", ci))
-    return rows
+    """(metric, value, interval as ``report.ci_label`` writes it: biased and zero-width ones
+    say so, with the support)."""
+    keys = [f"{split}/{name}" for name in HEADLINE]
+    keys += [f"{split}/recall_{cls}" for cls in CLASSES if cls != "mel"]
+    return [
+        (key, f"{metrics[key]:.3f}" if _finite(metrics[key]) else "n/a", ci_label(metrics, key))
+        for key in keys
+        if key in metrics
+    ]
 
 
 def print_summary(metrics: Mapping[str, float], split: str, run_dir: str | Path) -> None:

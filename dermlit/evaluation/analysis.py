@@ -126,7 +126,7 @@ class Analysis:
     split: str
     n_images: int
     settings: EvalSettings
-    metrics: dict[str, float]
+    metrics: dict[str, float | str | bool]  # numbers, plus the _ci_method / _ci_* flags
     n_labelled: int = 0
     confusion: np.ndarray | None = None  # counts [true, predicted]
     highlight: np.ndarray | None = None  # rare class called common
@@ -141,8 +141,11 @@ class Analysis:
         return f"{self.split}/{name}"
 
     def get(self, name: str) -> float | None:
+        """A finite number, else None (undefined, absent, or a text key like ``_ci_method``)."""
         value = self.metrics.get(self.key(name))
-        return None if value is None or not np.isfinite(value) else float(value)
+        if isinstance(value, str) or value is None or not np.isfinite(value):
+            return None
+        return float(value)
 
 
 def log_probs(probs: np.ndarray) -> np.ndarray:
@@ -208,9 +211,10 @@ def analyse(
         decide = apply_temperature(z, out.temperature)
         m[f"{split}/temperature"] = out.temperature
         after = metrics_with_ci(decide, t, prefix="", **boot)
-        for name in CALIBRATION:
-            for suffix in ("", "_ci_low", "_ci_high"):
-                m[f"{split}/{name}{TS}{suffix}"] = after[f"{name}{suffix}"]
+        for name in CALIBRATION:  # the value and all its interval keys (bootstrap.py)
+            for key, value in after.items():
+                if key == name or key.startswith(f"{name}_ci_"):
+                    m[f"{split}/{name}{TS}{key[len(name) :]}"] = value
         out.reliability["after"] = reliability_curve(decide.max(1), pred == t, s.n_bins)
         out.class_reliability["after"] = _class_curves(decide, t, s.n_bins)
     else:

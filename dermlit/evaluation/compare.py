@@ -124,6 +124,15 @@ def _f(x: float, digits: int = 3) -> str:
     return "n/a" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
 
 
+def _ci(r: dict) -> str:
+    """The delta's interval; none where its resampled differences are biased (intervals.py)."""
+    status = r.get("ci_status", "ok")
+    if status == "biased":
+        return "no CI (biased bootstrap)"
+    text = f"[{_f(r['ci_low'])}, {_f(r['ci_high'])}]"
+    return text + " zero width" if status == "degenerate" else text
+
+
 def rows(result: dict) -> list[list[str]]:
     out = []
     for m, r in result["metrics"].items():
@@ -134,7 +143,7 @@ def rows(result: dict) -> list[list[str]]:
                 _f(r["a"]),
                 _f(r["b"]),
                 delta,
-                f"[{_f(r['ci_low'])}, {_f(r['ci_high'])}]",
+                _ci(r),
                 _f(r["share_a_better"], 2),
                 "higher" if r["higher_is_better"] else "lower",
             ]
@@ -154,7 +163,8 @@ def markdown(result: dict) -> str:
         f"A: `{result['a']}`  ",
         f"B: `{result['b']}`  ",
         f"{result['n_images']} paired test images; paired stratified bootstrap, "
-        f"{result['n_resamples']} resamples, seed {result['seed']}, {pct} percentile CI of A - B.",
+        f"{result['n_resamples']} resamples, seed {result['seed']}, {pct} CI of A - B "
+        "(percentile or BCa per metric, dermlit/evaluation/intervals.py).",
         "",
         "| " + " | ".join(COLUMNS) + " |",
         "|" + " --- |" * len(COLUMNS),

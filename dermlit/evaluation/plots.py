@@ -156,9 +156,8 @@ def roc_mel_figure(a: Analysis) -> Figure | None:
     fpr, tpr = a.roc_mel
     fig, ax = plt.subplots(figsize=(5.2, 5), constrained_layout=True)
     auc, lo, hi = a.get("auroc_mel"), a.get("auroc_mel_ci_low"), a.get("auroc_mel_ci_high")
-    ax.plot(
-        fpr, tpr, color="tab:red", label=f"melanoma vs rest, AUROC {auc:.3f} [{lo:.3f}, {hi:.3f}]"
-    )
+    ci = f" [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else ""  # none: biased
+    ax.plot(fpr, tpr, color="tab:red", label=f"melanoma vs rest, AUROC {auc:.3f}{ci}")
     ax.plot([0, 1], [0, 1], "k--", lw=1)
     for spec in (80, 90, 95):
         sens = a.get(f"mel_sensitivity_at_spec{spec}")

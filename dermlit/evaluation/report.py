@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,10 +72,40 @@ def fmt(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value)
+
+
+def ci_label(metrics: Mapping[str, object], key: str) -> str:
+    """An interval as the report and the printed table show it (``bootstrap.py`` keys):
+    ``[low, high]``; ``no CI (biased bootstrap)`` where the interval is omitted; ``zero width,
+    N image(s)`` added to a degenerate one; empty where there is none (undefined)."""
+    if metrics.get(f"{key}_ci_biased"):
+        return "no CI (biased bootstrap)"
+    low, high = metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
+    if not (_number(low) and _number(high)):
+        return ""
+    text = f"[{low:.3f}, {high:.3f}]"
+    if metrics.get(f"{key}_ci_degenerate"):
+        n = metrics.get(f"{key}_ci_support")
+        text += (
+            f" zero width, {int(n)} image{'s' if n != 1 else ''}" if _number(n) else " zero width"
+        )
+    return text
+
+
 def with_ci(a: Analysis, name: str) -> str:
-    value, low, high = a.get(name), a.get(f"{name}_ci_low"), a.get(f"{name}_ci_high")
-    ci = f" [{low:.3f}, {high:.3f}]" if low is not None and high is not None else ""
-    return fmt(value) + ci
+    ci = ci_label(a.metrics, a.key(name))
+    return fmt(a.get(name)) + (f" {ci}" if ci else "")
+
+
+INTERVAL_NOTE = (
+    "Per metric: percentile interval for means (accuracy, recall, AUROC, Brier, NLL), BCa for "
+    "ratios and calibration errors; 'no CI (biased bootstrap)': the resamples lie mostly on one "
+    "side of the estimate, so no valid interval exists (always for MCE and class-wise ECE); 'zero width': every "
+    "resample gave the same value (too few images, count shown). See "
+    "dermlit/evaluation/intervals.py."
+)
 
 
 # ---------------------------------------------------------------------- content
@@ -85,8 +115,9 @@ def build_report(a: Analysis, out_dir: Path, title: str = "dermlit evaluation") 
     pct = f"{100 * (1 - a.settings.alpha):.0f}%"
     r.heading(f"{title}: {a.split}", 1)
     r.text(
-        f"{a.n_images} images, {a.n_labelled} labelled. Intervals: {pct} percentile bootstrap, "
-        f"{a.settings.n_resamples} resamples stratified by true class, seed {a.settings.seed}."
+        f"{a.n_images} images, {a.n_labelled} labelled. Intervals: {pct} bootstrap, "
+        f"{a.settings.n_resamples} resamples stratified by true class, seed {a.settings.seed}. "
+        + INTERVAL_NOTE
     )
     for note in a.notes:
         r.text(f"Note: {note}")

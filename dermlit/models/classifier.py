@@ -17,7 +17,7 @@ from torchmetrics.classification import (
 
 from dermlit.constants import NUM_CLASSES
 from dermlit.models.tta import TestTimeAugmentation
-from dermlit.optim.base import Optimization, has_nonfinite, step_schedulers
+from dermlit.optim.base import Optimization, step_schedulers
 
 
 def classification_metrics(prefix: str) -> MetricCollection:
@@ -113,13 +113,9 @@ class DermClassifier(L.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         images, targets = batch
+        # a non-finite loss or gradient raises inside, BEFORE the update (dermlit/optim/guard.py)
+        self.optim.begin_batch(self)
         loss = self.optim.step(self, images, targets, batch_idx)
-        if has_nonfinite(loss):
-            raise FloatingPointError(
-                f"non-finite training loss ({loss.item()}) at epoch {self.current_epoch}, "
-                f"batch {batch_idx}, global step {self.global_step}: lower the learning rate, "
-                "enable optim.grad_clip_norm, or check the input data"
-            )
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
         return loss
 

@@ -4,17 +4,28 @@ Lightning's automatic loop cannot run two forward-backward passes per step (SAM)
 ``DermClassifier`` sets ``automatic_optimization = False`` and delegates each training batch to
 an :class:`Optimization` from the ``optim/`` config group. Manual optimization makes
 ``Trainer(gradient_clip_val=, accumulate_grad_batches=)`` raise, so both live here instead.
+
+Every update rule records the loss of each forward pass (:meth:`Optimization.record`) and ends
+each update in :meth:`Optimization.finish_update`, which refuses a non-finite loss or gradient
+before ``opt.step()`` (``dermlit/optim/guard.py``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-import torch
 from torch import Tensor
 from torch.optim import Optimizer
+
+from dermlit.optim.guard import (
+    FIRST_PASS,
+    BufferSnapshot,
+    LossRecord,
+    NonFiniteUpdateError,
+    check_update,
+)
 
 if TYPE_CHECKING:
     from dermlit.models.classifier import DermClassifier
@@ -33,6 +44,8 @@ class Optimization:
     interval: Literal["step", "epoch"] = "epoch"
     grad_clip_norm: float | None = None
     accumulate_grad_batches: int = 1
+    _records: list[LossRecord] = field(default_factory=list, init=False, repr=False)
+    _buffers: BufferSnapshot = field(default_factory=BufferSnapshot, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.interval not in ("step", "epoch"):
@@ -69,12 +82,32 @@ class Optimization:
         """Forward, backward, and on the window's last batch clip + step: returns the loss."""
         opt = module.optimizers()
         loss = module.criterion(module(images), targets)
+        self.record(batch_idx, loss)
         module.manual_backward(loss / self.accumulate_grad_batches)
         if self.is_update_batch(module, batch_idx):
             self.finish_update(module, opt)
         return loss.detach()
 
+    def begin_batch(self, module: DermClassifier) -> None:
+        """Called before each training batch: at the start of an update, copy the buffers."""
+        if not self._records:
+            self._buffers.take(module)
+
+    def record(self, batch_idx: int, loss: Tensor, stage: str = FIRST_PASS) -> None:
+        """Note a forward pass's loss for the finiteness check of the update (no host sync)."""
+        self._records.append(LossRecord(batch_idx, stage, loss.detach()))
+
     def finish_update(self, module: DermClassifier, opt) -> None:
+        """Check, clip, step, schedule. A non-finite recorded loss or gradient raises
+        :class:`~dermlit.optim.guard.NonFiniteUpdateError` BEFORE ``opt.step()``."""
+        records, self._records = self._records, []
+        params = [p for group in opt.param_groups for p in group["params"]]
+        try:
+            check_update(module, params, records)
+        except NonFiniteUpdateError:
+            opt.zero_grad(set_to_none=True)
+            self._buffers.restore(module)
+            raise
         if self.grad_clip_norm:
             module.clip_gradients(opt, self.grad_clip_norm, gradient_clip_algorithm="norm")
         opt.step()  # exactly one wrapper step() per update: this advances trainer.global_step
@@ -89,7 +122,3 @@ def step_schedulers(module: DermClassifier) -> None:
         return
     for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
         scheduler.step()
-
-
-def has_nonfinite(loss: Tensor) -> bool:
-    return not bool(torch.isfinite(loss).all())

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from dermlit.constants import CLASS_TO_INDEX, CLASSES
+from dermlit.optim.guard import SECOND_PASS
 from dermlit.optim.sam import SAM, frozen_bn_stats, grads_or_zeros, trainable_params
 
 if TYPE_CHECKING:
@@ -85,6 +86,7 @@ class ImbSAM(SAM):
         logits = module(images)
         loss_tail = subset_loss(module.criterion, logits, targets, tail)
         loss_head = subset_loss(module.criterion, logits, targets, ~tail)
+        self.record(batch_idx, loss_tail + loss_head)
         with opt.toggle_model(sync_grad=self.sync_perturbation):
             module.manual_backward(loss_tail, retain_graph=True)
         g_tail = [t.detach().clone() for t in grads_or_zeros(params)]
@@ -94,6 +96,7 @@ class ImbSAM(SAM):
         saved = self.perturb(params, g_tail)
         with frozen_bn_stats(module):
             tail_at_e = subset_loss(module.criterion, module(images), targets, tail)
+            self.record(batch_idx, tail_at_e, SECOND_PASS)
             module.manual_backward(tail_at_e)  # adds onto the head gradient, one all-reduce
         self.restore(params, saved)
         self.finish_update(module, opt)

@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from dermlit.optim.guard import SECOND_PASS
 from dermlit.optim.sam import SAM, frozen_bn_stats, global_norm, grads_or_zeros, trainable_params
 
 if TYPE_CHECKING:
@@ -54,25 +55,30 @@ class LookSAM(SAM):
         opt = module.optimizers()
         params = trainable_params(opt)
         if self._g_v is None or module.global_step % self.k == 0:
-            loss = self._sam_step(module, opt, params, images, targets)
+            loss, g_v = self._sam_step(module, opt, params, images, targets, batch_idx)
         else:
             loss = module.criterion(module(images), targets)
+            self.record(batch_idx, loss)
             module.manual_backward(loss)  # synced under DDP: it is the step's gradient
-            self._reuse(params)
-        self.finish_update(module, opt)
+            g_v = self._reuse(params)
+        self.finish_update(module, opt)  # raises on a non-finite update: g_v is not kept either
+        self._g_v = g_v
         return loss.detach()
 
     def _sam_step(
-        self, module, opt, params: list[Tensor], images: Tensor, targets: Tensor
-    ) -> Tensor:
+        self, module, opt, params: list[Tensor], images: Tensor, targets: Tensor, batch_idx: int
+    ) -> tuple[Tensor, list[Tensor]]:
         with opt.toggle_model(sync_grad=self.sync_perturbation):
             loss = module.criterion(module(images), targets)
+            self.record(batch_idx, loss)
             module.manual_backward(loss)
         g = [t.detach().clone() for t in grads_or_zeros(params)]
         saved = self.perturb(params, g)
         opt.zero_grad(set_to_none=True)
         with frozen_bn_stats(module):
-            module.manual_backward(module.criterion(module(images), targets))
+            loss_at_e = module.criterion(module(images), targets)
+            self.record(batch_idx, loss_at_e, SECOND_PASS)
+            module.manual_backward(loss_at_e)
         self.restore(params, saved)
         with torch.no_grad():
             g_s = grads_or_zeros(params)
@@ -84,16 +90,16 @@ class LookSAM(SAM):
                 for t in g_v:
                     dist.all_reduce(t)
                 torch._foreach_div_(g_v, dist.get_world_size())
-        self._g_v = g_v
-        return loss
+        return loss, g_v
 
     @torch.no_grad()
-    def _reuse(self, params: list[Tensor]) -> None:
+    def _reuse(self, params: list[Tensor]) -> list[Tensor]:
+        """Add the reused g_v to the plain gradient; returns g_v on the parameters' device."""
         g = grads_or_zeros(params)
         g_v = [t.to(p.device, p.dtype) for t, p in zip(self._g_v, params, strict=True)]
-        self._g_v = g_v
         coef = self.alpha * global_norm(g) / (global_norm(g_v) + self.eps)
         for p, grad in zip(params, g, strict=True):
             if p.grad is None:
                 p.grad = grad
         torch._foreach_add_([p.grad for p in params], torch._foreach_mul(g_v, coef))
+        return g_v

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from dermlit.optim.base import Optimization
+from dermlit.optim.guard import SECOND_PASS
 
 if TYPE_CHECKING:
     from dermlit.models.classifier import DermClassifier
@@ -98,7 +99,7 @@ class SAM(Optimization):
     adaptive: bool = False
     sync_perturbation: bool = False
     eps: float = 1e-12
-    _window: list[tuple[Tensor, Tensor]] = field(default_factory=list, init=False, repr=False)
+    _window: list[tuple[int, Tensor, Tensor]] = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -140,9 +141,10 @@ class SAM(Optimization):
         opt = module.optimizers()
         k = self.accumulate_grad_batches
         last = self.is_update_batch(module, batch_idx)
-        self._window.append((images, targets))
+        self._window.append((batch_idx, images, targets))
         with opt.toggle_model(sync_grad=self.sync_perturbation and last):
             loss = module.criterion(module(images), targets)
+            self.record(batch_idx, loss)
             module.manual_backward(loss / k)
         if not last:
             return loss.detach()
@@ -150,10 +152,12 @@ class SAM(Optimization):
         saved = self.perturb(params, [p.grad for p in params])
         opt.zero_grad(set_to_none=True)
         with frozen_bn_stats(module):
-            for i, (x, y) in enumerate(self._window):
+            for i, (idx, x, y) in enumerate(self._window):
                 # DDP: sum the k local gradients, all-reduce once with the last backward
                 with opt.toggle_model(sync_grad=i == len(self._window) - 1):
-                    module.manual_backward(module.criterion(module(x), y) / k)
+                    loss_at_e = module.criterion(module(x), y)
+                    self.record(idx, loss_at_e, SECOND_PASS)
+                    module.manual_backward(loss_at_e / k)
         self._window.clear()
         self.restore(params, saved)
         self.finish_update(module, opt)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import re
 from pathlib import Path
 
@@ -54,7 +55,14 @@ def test_temperature_scaling_before_and_after(analysed) -> None:
     assert m["test/nll_ts"] < m["test/nll"] and m["test/ece_ts"] < m["test/ece"]
     for name in ("ece", "mce", "classwise_ece", "brier", "nll"):
         for key in (f"test/{name}", f"test/{name}_ts"):
+            if m.get(f"{key}_ci_biased"):  # no valid interval: none is reported (intervals.py)
+                assert math.isnan(m[f"{key}_ci_low"]) and math.isnan(m[f"{key}_ci_high"]), key
+                continue
             assert m[f"{key}_ci_low"] <= m[key] <= m[f"{key}_ci_high"], key
+    # the 4x over-confident logits: a clear ECE with an interval; MCE never has one
+    assert m["test/ece_ci_method"] == "bca" and not m.get("test/ece_ci_biased")
+    assert m["test/mce_ci_biased"] and m["test/mce_ci_method"] == "none"
+    assert m["test/nll_ts_ci_method"] == "percentile" and m["test/nll_ts_ci_low"] < m["test/nll_ts"]
 
 
 def test_confusion_and_rare_called_common_against_sklearn(analysed) -> None:
