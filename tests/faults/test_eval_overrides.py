@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from fault_helpers import assert_refused, run_in_process
 from hydra import initialize_config_dir
 
 from dermlit.config import CONF_DIR
 from dermlit.evaluate import main
+from faults.fault_helpers import assert_refused, run_in_process
 
 
 def refuse(tmp_path: Path, capsys, *args: str) -> str:

@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from fault_helpers import assert_refused, run_in_process
 from PIL import Image
 
 from dermlit.constants import ISIC_COLUMNS
 from dermlit.data.datamodule import DermDataModule
 from dermlit.data.sources import IsicCsvSource
 from dermlit.data.validation import DataValidationError, apply_policy
+from faults.fault_helpers import assert_refused, run_in_process
 
 GOOD = {f"ISIC_G{k}": c for k, c in enumerate(ISIC_COLUMNS)}  # one image per class
 

@@ -10,7 +10,8 @@ import os
 from pathlib import Path
 
 import pytest
-from fault_helpers import assert_refused, run_in_process, run_module
+
+from faults.fault_helpers import assert_refused, run_in_process, run_module
 
 
 @pytest.fixture

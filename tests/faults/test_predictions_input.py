@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from fault_helpers import assert_refused, run_in_process
 from scipy.special import softmax
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
@@ -17,6 +16,7 @@ from dermlit.constants import CLASSES, ISIC_COLUMNS
 from dermlit.evaluate import main
 from dermlit.evaluation.predictions import predictions_frame, read_predictions, write_predictions
 from dermlit.rundir import SplitOutputs
+from faults.fault_helpers import assert_refused, run_in_process
 
 K = len(CLASSES)
 
