@@ -83,7 +83,10 @@ def main() -> None:
     ids = df["image_id"].to_numpy()
     row = {i: k for k, i in enumerate(ids)}
     copies = df[df["copy_of"] != ""]
-    truth = {tuple(sorted((row[c], row[o]))) for c, o in zip(copies.image_id, copies.copy_of)}
+    truth = {
+        tuple(sorted((row[c], row[o])))
+        for c, o in zip(copies.image_id, copies.copy_of, strict=False)
+    }
     lesion = df["lesion_id"].to_numpy()
     is_copy = (df["copy_of"] != "").to_numpy()
     print(f"{args.real} real images + {len(truth)} constructed copies (seed {args.seed})")
@@ -95,7 +98,7 @@ def main() -> None:
     order = np.argsort(dist, axis=1, kind="stable")
     for k in (1, 5, 10, 20, 50):
         nn = nearest_neighbours(feats.descriptor, k, feats.ok)
-        found = set(zip(nn.a, nn.b))
+        found = set(zip(nn.a, nn.b, strict=False))
         ph = {tuple(sorted((i, j))) for i in range(len(df)) for j in order[i, :k]}
         r_desc = np.mean([p in found for p in truth])
         r_ph = np.mean([p in ph for p in truth])
@@ -106,26 +109,35 @@ def main() -> None:
     scored = detector.score(feats)
     t_ver = time.perf_counter() - t0
     print(f"\n{len(scored)} candidate pairs verified in {t_ver:.1f} s")
-    reach = np.mean([p in set(zip(scored.a, scored.b)) for p in truth])
+    reach = np.mean([p in set(zip(scored.a, scored.b, strict=False)) for p in truth])
     print(f"stage-1 recall at neighbours={args.neighbours}: {reach:.3f}\n")
-    print("## Stage 2: verified pairs (inliers >= %d), by NCC threshold\n" % detector.min_inliers)
-    print("| threshold | detected | constructed found | recall | same-lesion real pairs | "
-          "other pairs (false +) | precision |")
+    print(f"## Stage 2: verified pairs (inliers >= {detector.min_inliers}), by NCC threshold\n")
+    print(
+        "| threshold | detected | constructed found | recall | same-lesion real pairs | "
+        "other pairs (false +) | precision |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|")
-    same_total = int((df[~is_copy].groupby("lesion_id").size().pipe(lambda s: s * (s - 1) / 2)).sum())
+    same_total = int(
+        (df[~is_copy].groupby("lesion_id").size().pipe(lambda s: s * (s - 1) / 2)).sum()
+    )
     for threshold in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9):
         detector.threshold = threshold
         hit = detector.select(scored)
-        pairs = list(zip(hit.a, hit.b))
+        pairs = list(zip(hit.a, hit.b, strict=False))
         tp = sum(p in truth for p in pairs)
         same = sum((p not in truth) and lesion[p[0]] == lesion[p[1]] for p in pairs)
         other = len(pairs) - tp - same
         precision = (tp + same) / max(len(pairs), 1)
-        print(f"| {threshold} | {len(pairs)} | {tp} | {tp / len(truth):.3f} | "
-              f"{same} of {same_total} | {other} | {precision:.3f} |")
+        print(
+            f"| {threshold} | {len(pairs)} | {tp} | {tp / len(truth):.3f} | "
+            f"{same} of {same_total} | {other} | {precision:.3f} |"
+        )
         if threshold == 0.6 and other:
-            shown = [f"{ids[a]}~{ids[b]} ({s:.2f})" for a, b, s in zip(hit.a, hit.b, hit.similarity)
-                     if (a, b) not in truth and lesion[a] != lesion[b]]
+            shown = [
+                f"{ids[a]}~{ids[b]} ({s:.2f})"
+                for a, b, s in zip(hit.a, hit.b, hit.similarity, strict=False)
+                if (a, b) not in truth and lesion[a] != lesion[b]
+            ]
             print(f"|  | cross-lesion at 0.6: {', '.join(shown[:10])} | | | | | |")
 
     print("\n## Baseline: plain pHash (imagehash, 64 bits) as the whole detector\n")
@@ -135,12 +147,14 @@ def main() -> None:
     flat = dist[iu]
     for t in (4, 8, 12, 16, 20):
         sel = flat <= t
-        pairs = list(zip(iu[0][sel], iu[1][sel]))
+        pairs = list(zip(iu[0][sel], iu[1][sel], strict=False))
         tp = sum(p in truth for p in pairs)
         same = sum((p not in truth) and lesion[p[0]] == lesion[p[1]] for p in pairs)
         other = len(pairs) - tp - same
-        print(f"| {t} | {len(pairs)} | {tp} | {tp / len(truth):.3f} | {other} | "
-              f"{(tp + same) / max(len(pairs), 1):.3f} |")
+        print(
+            f"| {t} | {len(pairs)} | {tp} | {tp / len(truth):.3f} | {other} | "
+            f"{(tp + same) / max(len(pairs), 1):.3f} |"
+        )
 
 
 if __name__ == "__main__":

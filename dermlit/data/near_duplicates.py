@@ -49,11 +49,16 @@ KINDS = (SAME_LESION, CROSS_LESION, LABELS_DIFFER)
 
 
 def nearest_neighbours(
-    descriptor: np.ndarray, k: int, valid: np.ndarray | None = None, block: int = 2048
+    descriptor: np.ndarray,
+    k: int,
+    valid: np.ndarray | None = None,
+    block: int = 2048,
+    side: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Unique unordered pairs ``(a < b, global_similarity)`` where b is among a's ``k`` most
     cosine-similar rows or a among b's. Descriptor dimensions are standardised first (over the
-    valid rows) so that no histogram dominates the cosine."""
+    valid rows) so that no histogram dominates the cosine. With ``side`` (a bool per row), only
+    pairs across the two sides are candidates (two datasets' overlap)."""
     valid = np.ones(len(descriptor), bool) if valid is None else valid
     rows = np.flatnonzero(valid)
     if len(rows) < 2 or k < 1:
@@ -61,12 +66,17 @@ def nearest_neighbours(
     x = descriptor[rows].astype(np.float32)
     x = (x - x.mean(0)) / (x.std(0) + 1e-6)
     x /= np.linalg.norm(x, axis=1, keepdims=True) + 1e-9
-    k = min(k, len(rows) - 1)
+    sides = None if side is None else np.asarray(side, bool)[rows]
+    k = min(k, len(rows) - 1 if sides is None else int(min(sides.sum(), (~sides).sum())))
+    if k < 1:
+        return pd.DataFrame({"a": [], "b": [], "global_similarity": []})
     a_parts, b_parts, s_parts = [], [], []
     for start in range(0, len(rows), block):
         sims = x[start : start + block] @ x.T
         own = np.arange(start, start + len(sims))
         sims[np.arange(len(sims)), own] = -np.inf
+        if sides is not None:
+            sims[sides[own][:, None] == sides[None, :]] = -np.inf
         top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
         a_parts.append(np.repeat(own, k))
         b_parts.append(top.ravel())
@@ -204,9 +214,10 @@ class NearDuplicateDetector:
         return _ncc(log_a[valid], warped[valid]), overlap
 
     # ------------------------------------------------------------------ the two stages
-    def score(self, feats: ImageFeatures) -> pd.DataFrame:
-        """Every candidate pair with its verification (``PAIR_COLUMNS``), threshold not applied."""
-        candidates = nearest_neighbours(feats.descriptor, self.neighbours, feats.ok)
+    def score(self, feats: ImageFeatures, side: np.ndarray | None = None) -> pd.DataFrame:
+        """Every candidate pair with its verification (``PAIR_COLUMNS``), threshold not applied;
+        ``side``: only pairs across two sets (:func:`nearest_neighbours`)."""
+        candidates = nearest_neighbours(feats.descriptor, self.neighbours, feats.ok, side=side)
         groups = list(candidates.groupby("a", sort=True)["b"])  # pairs are sorted by a
         chunks = np.array_split(np.arange(len(groups)), max(1, 8 * self.workers))
 
