@@ -27,14 +27,17 @@ FAULTS = (NEAR_UNIFORM, BLURRED, DARK, ODD_ASPECT)
 class FaultThresholds:
     """An image is faulty when (luminance, 0-255, at the working size):
 
-    - near-uniform: its luminance standard deviation is below ``min_std``;
-    - blurred: the standard deviation of its Laplacian is below ``min_sharpness``;
+    - near-uniform: luminance standard deviation / mean below ``max_uniform_cv`` (relative, so
+      that a dark image is dark, not also uniform; HAM10000's lowest is 0.031);
+    - blurred: the standard deviation of its Laplacian is below ``min_sharpness`` (HAM10000's
+      lowest is 2.4; a Gaussian blur of sigma 3 px brings every HAM10000 image below 1.6:
+      uint8 rounding keeps it above ~1.2);
     - dark: its 95th luminance percentile is below ``max_dark_p95`` (almost nothing bright);
     - odd aspect: longer side / shorter side above ``max_aspect`` (dermoscopes give 1:1 to 3:2).
     """
 
-    min_std: float = 4.0
-    min_sharpness: float = 1.0
+    max_uniform_cv: float = 0.02
+    min_sharpness: float = 1.8
     max_dark_p95: float = 40.0
     max_aspect: float = 2.0
 
@@ -48,8 +51,9 @@ def image_faults(
     s["image_id"] = image_ids
     s = s.dropna()
     aspect = s[["width", "height"]].max(axis=1) / s[["width", "height"]].min(axis=1).clip(lower=1)
+    cv = s["std_luma"] / s["mean_luma"].clip(lower=1)
     tests = {
-        NEAR_UNIFORM: (s["std_luma"] < thresholds.min_std, "luminance std", s["std_luma"]),
+        NEAR_UNIFORM: (cv < thresholds.max_uniform_cv, "luminance std/mean", cv),
         BLURRED: (s["sharpness"] < thresholds.min_sharpness, "Laplacian std", s["sharpness"]),
         DARK: (s["p95_luma"] < thresholds.max_dark_p95, "95th pct luminance", s["p95_luma"]),
         ODD_ASPECT: (aspect > thresholds.max_aspect, "aspect", aspect),

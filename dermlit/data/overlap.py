@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -69,16 +71,39 @@ def find_overlap(
     )
 
 
-def warn_training_overlap(
-    train: pd.DataFrame, evaluated: pd.DataFrame, detector: NearDuplicateDetector | None
+def cached_overlap(
+    a: pd.DataFrame,
+    b: pd.DataFrame,
+    detector: NearDuplicateDetector | None,
+    cache_dir: str | os.PathLike | None,
 ) -> pd.DataFrame:
-    """Log a warning with the count and the first ids when images being evaluated overlap the
-    run's training images; returns the overlapping pairs."""
-    found = find_overlap(train, evaluated, detector)
+    """:func:`find_overlap`, cached per (both image sets, detector) in ``cache_dir``."""
+    from dermlit.data.sources.ham10000 import fingerprint_files
+
+    if cache_dir is None:
+        return find_overlap(a, b, detector)
+    key = f"{fingerprint_files(a)}-{fingerprint_files(b)}-{f'{detector.key}-{detector.threshold}' if detector else 'exact'}"
+    path = Path(cache_dir) / f"{key}.csv"
+    if path.is_file():
+        found = pd.read_csv(path, dtype={"image_a": str, "image_b": str})
+    else:
+        found = find_overlap(a, b, detector)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        found.to_csv(path, index=False)
+    return found
+
+
+def warn_training_overlap(run_data, data, split: str) -> pd.DataFrame:
+    """``dermlit-eval`` on other data: log a warning with the count and the first ids when the
+    evaluated images overlap the run's TRAINING images (exact copies, and near-duplicates when
+    the run's data config has a detector); returns the pairs."""
+    train, evaluated = run_data.frame("train"), data.frame(split)
+    detector = getattr(run_data, "near_duplicates", None)
+    found = cached_overlap(train, evaluated, detector, Path(run_data.cache_dir) / "overlap")
     if len(found):
         log.warning(
-            "%s evaluated image(s) overlap the run's training images (%d exact, %d near "
-            "duplicates): the metrics on them are not held-out. First: %s",
+            "%d evaluated image(s) overlap the run's training images (%d exact, %d near "
+            "duplicate pair(s)): their metrics are not held-out. First: %s",
             found["image_b"].nunique(),
             int((found["match"] == "exact").sum()),
             int((found["match"] == "near").sum()),
