@@ -160,6 +160,20 @@ def run_split(args: argparse.Namespace, console: Console) -> int:
     counts = table.groupby("split").agg(images=("image_id", "size"), groups=("group", "nunique"))
     console.print(counts.reindex(["train", "val", "test"]).to_string())
     console.print(f"{args.out}: {len(table)} images, split {data.split_info}")
+    pairs = data.near_duplicate_pairs
+    if pairs is not None and len(pairs):
+        from dermlit.data.splits import crossing_pairs, grouped_stratified_split
+
+        cross = pairs[pairs["lesion_a"] != pairs["lesion_b"]]
+        index = data.index
+        old = grouped_stratified_split(
+            index, data.val_fraction, data.test_fraction, data.split_seed
+        )
+        console.print(
+            f"cross-lesion near-duplicate pairs across train/val/test: {len(crossing_pairs(index, index['split'], cross))} "
+            f"of {len(cross)} (a split by lesion id alone, same seed: "
+            f"{len(crossing_pairs(index, old, cross))})"
+        )
     return 0
 
 

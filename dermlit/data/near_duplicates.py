@@ -40,7 +40,7 @@ from dermlit.data.image_features import ImageFeatures, extract_features
 log = logging.getLogger(__name__)
 
 #: bump when the features or the verification change: invalidates cached detections
-DETECTOR_VERSION = 1
+DETECTOR_VERSION = 2
 PAIR_COLUMNS = ["a", "b", "similarity", "inliers", "overlap", "mirrored", "global_similarity"]
 SAME_LESION = "same lesion (expected)"
 CROSS_LESION = "different lesions, same label (missing lesion link: leakage risk)"
@@ -107,7 +107,7 @@ class NearDuplicateDetector:
 
     def __init__(
         self,
-        threshold: float = 0.6,
+        threshold: float = 0.8,
         min_inliers: int = 12,
         neighbours: int = 10,
         ratio: float = 0.8,
@@ -208,9 +208,14 @@ class NearDuplicateDetector:
         valid = cv2.warpAffine(ones, half, (w, h), flags=cv2.INTER_NEAREST) > 0
         valid = cv2.erode(valid.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
         overlap = float(valid.mean())
+        log_a = np.log(grey_a.astype(np.float32) + 8.0)
+        # the dermoscope's dark circular vignette is not the lesion: two vignetted images
+        # correlate on it under the identity transform (a measured false positive), so the
+        # NCC ignores pixels darker than 40 % of either image's median
+        valid &= log_a > np.log(0.4 * np.median(grey_a) + 8.0)
+        valid &= warped > np.log(0.4 * np.median(grey_b) + 8.0)
         if valid.sum() < 100:
             return 0.0, overlap
-        log_a = np.log(grey_a.astype(np.float32) + 8.0)
         return _ncc(log_a[valid], warped[valid]), overlap
 
     # ------------------------------------------------------------------ the two stages

@@ -109,3 +109,10 @@ def split_table(df: pd.DataFrame) -> pd.DataFrame:
     out = df[["image_id", "lesion_id", "label", "split"]].copy()
     out["group"] = df["group"] if "group" in df.columns else df["lesion_id"]
     return out
+
+
+def crossing_pairs(df: pd.DataFrame, split: pd.Series, pairs: pd.DataFrame) -> pd.DataFrame:
+    """The ``pairs`` (``image_a, image_b``) whose two images ``split`` puts on different sides."""
+    where = dict(zip(df["image_id"].astype(str), split, strict=True))
+    a, b = pairs["image_a"].map(where), pairs["image_b"].map(where)
+    return pairs[a.notna() & b.notna() & (a != b)]
