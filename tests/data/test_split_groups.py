@@ -87,3 +87,60 @@ def test_detected_pairs_never_cross_in_the_default_ham10000_split(ham_dir: Path,
     assert all(where[a] == where[b] for a, b in zip(pairs.image_a, pairs.image_b, strict=True))
     assert index.groupby("lesion_id")["split"].nunique().max() == 1
     assert_within_tolerance(index, index["split"], index["group"])
+
+
+def test_datamodule_keeps_a_reacquired_copy_under_another_lesion_with_its_original(
+    tmp_path: Path,
+) -> None:
+    """A copy filed under a new lesion id (a missing lesion link) lands in its original's split
+    and group; without the detector the two are independent lesions."""
+    from PIL import Image
+
+    from dermlit.data.datamodule import DermDataModule
+    from dermlit.data.image_features import read_working_image
+    from dermlit.data.near_duplicates import NearDuplicateDetector
+    from dermlit.data.reacquire import reacquire
+    from dermlit.data.synthetic import generate_synthetic_dataset
+
+    root = generate_synthetic_dataset(
+        tmp_path / "syn", n_images=21, seed=4, width=200, height=150, max_images_per_lesion=1
+    )
+    meta = pd.read_csv(root / "HAM10000_metadata.csv")
+    rng = np.random.default_rng(0)
+    copies = []
+    for k, row in meta.sample(4, random_state=0).reset_index(drop=True).iterrows():
+        rgb, _ = reacquire(read_working_image(str(root / "images" / f"{row.image_id}.jpg"))[0], rng)
+        Image.fromarray(rgb).save(root / "images" / f"COPY_{k}.jpg", quality=92)
+        copies.append(
+            {
+                **row.to_dict(),
+                "image_id": f"COPY_{k}",
+                "lesion_id": f"NEW_{k}",
+                "orig": row.image_id,
+            }
+        )
+    pd.concat([meta, pd.DataFrame(copies).drop(columns="orig")]).to_csv(
+        root / "HAM10000_metadata.csv", index=False
+    )
+    detector = NearDuplicateDetector(neighbours=30)  # every pair a candidate: a tiny set
+    data = DermDataModule(
+        HAM10000Source(root), image_size=16, cache_dir=tmp_path / "c", near_duplicates=detector
+    )
+    data.setup()
+    index = data.index.set_index("image_id")
+    found = {
+        tuple(sorted(p))
+        for p in zip(
+            data.near_duplicate_pairs.image_a, data.near_duplicate_pairs.image_b, strict=True
+        )
+    }
+    truth = {tuple(sorted((c["image_id"], c["orig"]))) for c in copies}
+    assert len(found & truth) >= 3 and found <= truth
+    for a, b in found:
+        assert index.loc[a, "split"] == index.loc[b, "split"]
+        assert index.loc[a, "group"] == index.loc[b, "group"]
+    assert data.split_info["near_duplicate_pairs"] == len(found)
+    assert (tmp_path / "c" / "near_duplicates").is_dir()  # cached for the next run
+    plain = DermDataModule(HAM10000Source(root), image_size=16, cache_dir=tmp_path / "c")
+    plain.setup()
+    assert (plain.index["group"] == plain.index["lesion_id"]).all()
