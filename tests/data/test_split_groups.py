@@ -89,6 +89,7 @@ def test_detected_pairs_never_cross_in_the_default_ham10000_split(ham_dir: Path,
     assert_within_tolerance(index, index["split"], index["group"])
 
 
+@pytest.mark.slow  # ~45 s on the shared 2 cores (synthetic set, features, 300 verifications)
 def test_datamodule_keeps_a_reacquired_copy_under_another_lesion_with_its_original(
     tmp_path: Path,
 ) -> None:
