@@ -159,6 +159,10 @@ def predict_from_checkpoint(
             f"split {cfg.split!r} of {data.source!r} is empty (external sources put every image "
             "in split=test)"
         )
+    if cfg.get("data") is not None:  # external data may hold the run's training images (issue 14)
+        from dermlit.data.overlap import warn_training_overlap
+
+        warn_training_overlap(run_data, data, cfg.split)
     outputs = predict_split(trainer, model, data, cfg.split)
     # temperature: fitted on the RUN's validation split, with these weights (needs labels)
     val = predict_split(trainer, model, run_data, "val") if (outputs.targets >= 0).any() else None

@@ -10,6 +10,11 @@ files) it decodes every image, hashes every file and looks across rows:
   Across lesions it is an **error** (the copies can land in train and test: leakage), and with
   different labels it is an error (the same pixels cannot be two diagnoses).
 - lesions whose images carry different labels (an error: a lesion has one diagnosis).
+- near-duplicates (:mod:`dermlit.data.near_duplicates`): within a lesion expected (counted);
+  across lesions with one label a **warning** (a missing lesion link: the near-duplicate-aware
+  split keeps them together); with different labels an **error** (a contradiction).
+- image faults (:mod:`dermlit.data.image_faults`): near-blank, blurred, dark, odd aspect
+  ratio, as warnings.
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
 from PIL import Image
@@ -25,6 +31,15 @@ from rich.console import Console
 from rich.table import Table
 
 from dermlit.constants import CLASSES
+from dermlit.data.image_faults import FaultThresholds, image_faults
+from dermlit.data.image_features import extract_features
+from dermlit.data.near_duplicates import (
+    CROSS_LESION,
+    KINDS,
+    LABELS_DIFFER,
+    NearDuplicateDetector,
+    clusters,
+)
 from dermlit.data.validation import SHOWN_IDS, ValidationReport
 
 IDENTICAL_SAME_LESION = "byte-identical images (same lesion, same label)"
@@ -44,6 +59,9 @@ class CheckResult:
     errors: ValidationReport
     warnings: ValidationReport
     identical_groups: list[list[str]]
+    near_duplicates: pd.DataFrame | None = None
+    near_clusters: list[list[str]] = field(default_factory=list)
+    faults: pd.DataFrame | None = None
 
     @property
     def ok(self) -> bool:
@@ -99,8 +117,16 @@ def check_lesion_labels(df: pd.DataFrame, errors: ValidationReport) -> None:
         errors.add(CONFLICTING_LESION, str(lesion), "labels " + ", ".join(map(str, found)))
 
 
-def check_source(source, workers: int = 4) -> CheckResult:
-    """Load ``source``, run its validation, decode and hash every image, look across rows."""
+def check_source(
+    source,
+    workers: int = 4,
+    detector: NearDuplicateDetector | None = None,
+    cache_dir: str | Path | None = None,
+    thresholds: FaultThresholds | None = None,
+) -> CheckResult:
+    """Load ``source``, run its validation, decode and hash every image, look across rows;
+    with a ``detector``, near-duplicates (cached in ``cache_dir``); with ``thresholds``, the
+    image faults."""
     df, errors = source.load()
     df = df.copy()
     paths = df["path"].astype(str).tolist()
@@ -115,7 +141,73 @@ def check_source(source, workers: int = 4) -> CheckResult:
     warnings = ValidationReport(errors.dataset)
     groups = find_identical(df, errors, warnings)
     check_lesion_labels(df, errors)
-    return CheckResult(df, errors, warnings, groups)
+    result = CheckResult(df, errors, warnings, groups)
+    if detector is not None or thresholds is not None:
+        check_pixels(result, detector, cache_dir, thresholds, workers)
+    return result
+
+
+def check_pixels(result: CheckResult, detector, cache_dir, thresholds, workers: int) -> None:
+    """Near-duplicates and image faults of the decodable images, into ``result``."""
+    df = result.index
+    readable = df[(df["size"] != "") & ~df["image_id"].astype(str).isin(result.errors.bad_ids)]
+    readable = readable.reset_index(drop=True)
+    feats = extract_features(readable["path"].astype(str).tolist(), workers)
+    if thresholds is not None:
+        result.faults = image_faults(
+            readable["image_id"].astype(str).tolist(), feats.stats, thresholds
+        )
+        for image_id, fault, detail in result.faults.itertuples(index=False):
+            result.warnings.add(fault, image_id, detail)
+    if detector is None:
+        return
+    pairs = detector.pairs(readable, cache_dir, feats)
+    result.near_duplicates = pairs
+    result.near_clusters = clusters(readable["image_id"], pairs)
+    for p in pairs.itertuples(index=False):
+        detail = (
+            f"~ {p.image_b} (similarity {p.similarity:.2f}; lesions {p.lesion_a}/{p.lesion_b}; "
+            f"labels {p.label_a}/{p.label_b})"
+        )
+        if p.kind == LABELS_DIFFER:
+            result.errors.add("near-duplicates with different labels", p.image_a, detail)
+        elif p.kind == CROSS_LESION:
+            result.warnings.add("near-duplicates across lesions (same label)", p.image_a, detail)
+
+
+def near_duplicate_summary(result: CheckResult) -> pd.DataFrame:
+    """Pairs, images and lesions per kind of near-duplicate pair."""
+    pairs = result.near_duplicates
+    rows = []
+    for kind in KINDS:
+        sub = pairs[pairs["kind"] == kind]
+        images = len(set(sub["image_a"]) | set(sub["image_b"]))
+        lesions = len(set(sub["lesion_a"]) | set(sub["lesion_b"]))
+        rows.append({"kind": kind, "pairs": len(sub), "images": images, "lesions": lesions})
+    return pd.DataFrame(rows)
+
+
+def write_outputs(result: CheckResult, out: str | Path, gallery_pairs: int = 20) -> list[Path]:
+    """``near_duplicates.csv``, ``image_faults.csv`` and the gallery of the most similar
+    cross-lesion pairs (``near_duplicates_cross_lesion.png``) in ``out``."""
+    from dermlit.data.gallery import pair_gallery, top_cross_lesion
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    if result.near_duplicates is not None:
+        result.near_duplicates.to_csv(out / "near_duplicates.csv", index=False)
+        written.append(out / "near_duplicates.csv")
+        top = top_cross_lesion(result.near_duplicates, gallery_pairs)
+        if len(top):
+            paths = dict(
+                zip(result.index["image_id"].astype(str), result.index["path"], strict=True)
+            )
+            written.append(pair_gallery(top, paths, out / "near_duplicates_cross_lesion.png"))
+    if result.faults is not None:
+        result.faults.to_csv(out / "image_faults.csv", index=False)
+        written.append(out / "image_faults.csv")
+    return written
 
 
 # --------------------------------------------------------------------------- printing
@@ -176,6 +268,19 @@ def print_result(result: CheckResult, console: Console) -> None:
     )
     for title, frame in summaries(df).items():
         console.print(as_table(title, frame))
+    if result.near_duplicates is not None:
+        sizes = Counter(len(c) for c in result.near_clusters)
+        console.print(as_table("Near-duplicate pairs", near_duplicate_summary(result)))
+        console.print(
+            f"{len(result.near_clusters)} near-duplicate cluster(s); images per cluster: "
+            + ", ".join(f"{k}: {v}" for k, v in sorted(sizes.items()))
+        )
+    if result.faults is not None:
+        counts = result.faults["fault"].value_counts()
+        from dermlit.data.image_faults import FAULTS
+
+        frame = pd.DataFrame({"fault": FAULTS, "images": [int(counts.get(f, 0)) for f in FAULTS]})
+        console.print(as_table("Image faults", frame))
     if result.warnings.problems:
         console.print(problem_table("Warnings", result.warnings))
     if result.errors.problems:

@@ -1,8 +1,10 @@
-"""``dermlit data fetch|check``: get a dataset, and check one before training on it.
+"""``dermlit data fetch|check|split|overlap``: get a dataset, check it, freeze its split,
+find the images two datasets share.
 
 ``check --source NAME`` builds the source from ``conf/data/NAME.yaml`` (its ``source`` node,
 with ``root`` set to DIR and ``-o key=value`` overrides), so the check sees exactly what
-``dermlit-train data=NAME`` would load.
+``dermlit-train data=NAME`` would load. ``split`` composes the whole ``data=NAME`` config
+(Hydra overrides with ``-o data.split_seed=1``), so it writes exactly the split a run uses.
 """
 
 from __future__ import annotations
@@ -47,7 +49,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override a source setting, e.g. -o csv=labels.csv -o group_column=patient",
     )
-    check.add_argument("--workers", type=int, default=4, help="decoding threads")
+    check.add_argument("--workers", type=int, default=2, help="decoding threads")
+    check.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="write near_duplicates.csv, image_faults.csv, gallery",
+    )
+    check.add_argument(
+        "--near-threshold", type=float, default=None, help="near-duplicate NCC threshold"
+    )
+    check.add_argument(
+        "--no-pixels", action="store_true", help="skip near-duplicates and image faults"
+    )
+
+    split = sub.add_parser("split", help="write the split a data= config uses (a frozen split)")
+    split.add_argument("dir", type=Path)
+    split.add_argument("--source", default="ham10000", help="a conf/data option")
+    split.add_argument(
+        "-o",
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a Hydra override of the data config, e.g. -o data.split_seed=1",
+    )
+    split.add_argument("--out", type=Path, required=True, help="the splits.csv to write")
+
+    overlap = sub.add_parser("overlap", help="exact and near-duplicate images shared by A and B")
+    for name in ("a", "b"):
+        overlap.add_argument(name, type=Path, help=f"dataset folder {name.upper()}")
+        overlap.add_argument(
+            f"--source-{name}",
+            default=None,
+            help="a conf/data option (default: ham10000 if it has HAM10000_metadata.csv, "
+            "else folder)",
+        )
+    overlap.add_argument("--out", type=Path, default=None, help="CSV of the pairs")
+    overlap.add_argument("--exact-only", action="store_true", help="byte-identical files only")
+    overlap.add_argument("--workers", type=int, default=2)
 
 
 def build_source(name: str, root: Path, options: list[str]):
@@ -73,6 +113,95 @@ def build_source(name: str, root: Path, options: list[str]):
     return instantiate(cfg.source, _convert_="all")
 
 
+def default_detector(threshold: float | None = None):
+    """The near-duplicate detector of ``conf/data/near_duplicates/default.yaml`` (so that check
+    and training share its cache), with another ``threshold`` if given."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from dermlit.config import CONF_DIR
+
+    node = OmegaConf.load(CONF_DIR / "data" / "near_duplicates" / "default.yaml")
+    if threshold is not None:
+        node.threshold = threshold
+    return instantiate(node)
+
+
+def default_cache_dir() -> Path:
+    from omegaconf import OmegaConf
+
+    from dermlit.config import CONF_DIR, register_resolvers
+
+    register_resolvers()
+    paths = OmegaConf.create({"paths": OmegaConf.load(CONF_DIR / "paths" / "default.yaml")})
+    return Path(paths.paths.cache_dir)
+
+
+def compose_data(name: str, root: Path, overrides: list[str]):
+    """``conf/train.yaml`` composed with ``data=NAME data.source.root=ROOT`` + overrides."""
+    from hydra import compose, initialize_config_dir
+
+    from dermlit.config import CONF_DIR, register_resolvers
+
+    register_resolvers()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("train", overrides=[f"data={name}", f"data.source.root={root}", *overrides])
+
+
+def run_split(args: argparse.Namespace, console: Console) -> int:
+    from hydra.utils import instantiate
+
+    cfg = compose_data(args.source, args.dir, args.override)
+    data = instantiate(cfg.data)
+    data.setup()
+    table = data.splits
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.out, index=False)
+    counts = table.groupby("split").agg(images=("image_id", "size"), groups=("group", "nunique"))
+    console.print(counts.reindex(["train", "val", "test"]).to_string())
+    console.print(f"{args.out}: {len(table)} images, split {data.split_info}")
+    pairs = data.near_duplicate_pairs
+    if pairs is not None and len(pairs):
+        from dermlit.data.splits import crossing_pairs, grouped_stratified_split
+
+        cross = pairs[pairs["lesion_a"] != pairs["lesion_b"]]
+        index = data.index
+        old = grouped_stratified_split(
+            index, data.val_fraction, data.test_fraction, data.split_seed
+        )
+        console.print(
+            f"cross-lesion near-duplicate pairs across train/val/test: {len(crossing_pairs(index, index['split'], cross))} "
+            f"of {len(cross)} (a split by lesion id alone, same seed: "
+            f"{len(crossing_pairs(index, old, cross))})"
+        )
+    return 0
+
+
+def run_overlap(args: argparse.Namespace, console: Console) -> int:
+    from dermlit.data.overlap import find_overlap
+
+    frames = []
+    for root, name in ((args.a, args.source_a), (args.b, args.source_b)):
+        if name is None:
+            name = "ham10000" if (root / "HAM10000_metadata.csv").is_file() else "folder"
+        options = ["recursive=true"] if name == "folder" else []
+        frames.append(build_source(name, root, options).load()[0])
+    detector = None if args.exact_only else default_detector()
+    found = find_overlap(frames[0], frames[1], detector, workers=args.workers)
+    exact, near = int((found["match"] == "exact").sum()), int((found["match"] == "near").sum())
+    console.print(
+        f"A {args.a}: {len(frames[0])} images; B {args.b}: {len(frames[1])} images; "
+        f"shared: {exact} exact, {near} near-duplicate pair(s)"
+    )
+    if len(found):
+        console.print(found.head(20).to_string(index=False))
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        found.to_csv(args.out, index=False)
+        console.print(f"all pairs: {args.out}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     console = Console()
@@ -94,15 +223,36 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"HAM10000 ready in {root}: dermlit data check {root}")
         return 0
 
-    from dermlit.data.check import check_source, print_result
+    from hydra.errors import HydraException
+
+    try:
+        if args.action == "split":
+            return run_split(args, console)
+        if args.action == "overlap":
+            return run_overlap(args, console)
+    except (FileNotFoundError, ValueError, KeyError, HydraException) as err:
+        console.print(f"[red]{args.action} failed[/]: {err}")
+        return 2
+
+    from dermlit.data.check import check_source, print_result, write_outputs
+    from dermlit.data.image_faults import FaultThresholds
 
     try:
         source = build_source(args.source, args.dir, args.option)
-        result = check_source(source, workers=args.workers)
+        result = check_source(
+            source,
+            workers=args.workers,
+            detector=None if args.no_pixels else default_detector(args.near_threshold),
+            cache_dir=default_cache_dir() / "near_duplicates",
+            thresholds=None if args.no_pixels else FaultThresholds(),
+        )
     except (FileNotFoundError, ValueError, KeyError) as err:
         console.print(f"[red]cannot read the dataset[/]: {err}")
         return 2
     print_result(result, console)
+    if args.out is not None:
+        for path in write_outputs(result, args.out):
+            console.print(f"wrote {path}")
     return 0 if result.ok else 1
 
 

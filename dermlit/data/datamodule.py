@@ -1,7 +1,13 @@
-"""The LightningDataModule: index -> validation -> decoded cache -> lesion-grouped split -> loaders."""
+"""The LightningDataModule: index -> validation -> decoded cache -> grouped split -> loaders.
+
+The split keeps a group on one side: a lesion, joined with the lesions its images are
+near-duplicates of when ``near_duplicates`` is a detector (detected once per image set and
+cached next to the decoded images), or whatever ``split_file`` says, after validation.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -14,7 +20,15 @@ from torch.utils.data import DataLoader, Sampler
 from dermlit.constants import CLASS_TO_INDEX, CLASSES
 from dermlit.data.cache import ImageCache
 from dermlit.data.dataset import CachedImageDataset
-from dermlit.data.splits import SPLITS, SplitError, grouped_stratified_split, split_table
+from dermlit.data.near_duplicates import NearDuplicateDetector
+from dermlit.data.split_file import apply_split_file, file_sha256
+from dermlit.data.splits import (
+    SPLITS,
+    SplitError,
+    grouped_stratified_split,
+    link_groups,
+    split_table,
+)
 from dermlit.data.validation import OnError, apply_policy
 from dermlit.distributed import evaluation_sampler
 
@@ -29,6 +43,9 @@ class DermDataModule(L.LightningDataModule):
     ``mean``/``std`` are the normalisation statistics the model applies on the device.
     ``sampler`` is a partial from the ``sampler/`` config group, called with the train labels,
     the seed and the distributed world (rank, replicas); ``None`` means plain shuffling.
+    ``near_duplicates``: a detector whose pairs join lesions into split groups (``None``: lesions
+    only). ``split_file``: train on this frozen split instead (validated; its hash is recorded
+    in ``RUN_DIR/split.json``).
     """
 
     def __init__(
@@ -49,6 +66,8 @@ class DermDataModule(L.LightningDataModule):
         sampler_seed: int = 0,
         pin_memory: bool = False,
         decode_workers: int = 4,
+        near_duplicates: NearDuplicateDetector | None = None,
+        split_file: str | Path | None = None,
     ) -> None:
         super().__init__()
         self.source = source
@@ -68,6 +87,10 @@ class DermDataModule(L.LightningDataModule):
         self.sampler_seed = sampler_seed
         self.pin_memory = pin_memory
         self.decode_workers = decode_workers
+        self.near_duplicates = near_duplicates
+        self.split_file = Path(split_file) if split_file else None
+        self.near_duplicate_pairs: pd.DataFrame | None = None
+        self.split_info: dict = {}
         self.index: pd.DataFrame | None = None
         self.skipped = pd.DataFrame(columns=["image_id", "problem", "detail"])
         self.cache: ImageCache | None = None
@@ -89,17 +112,52 @@ class DermDataModule(L.LightningDataModule):
             raise SplitError(f"{self.source!r}: no valid image left")
         # an empty label (prediction-only sources) is target -1; other labels were validated
         df["target"] = df["label"].map(CLASS_TO_INDEX).fillna(-1).astype(np.int64)
-        if "split" not in df.columns:  # official splits, when a source ships them, are kept
-            df["split"] = grouped_stratified_split(
-                df, self.val_fraction, self.test_fraction, self.split_seed
-            )
+        df = self._split(df)
         self.index, self.cache = df, cache
+
+    def _split(self, df: pd.DataFrame) -> pd.DataFrame:
+        """A frozen split file, else the source's official split, else a grouped split."""
+        if self.split_file is not None:
+            df = apply_split_file(df, self.split_file)  # validated before it is trusted
+            sha = file_sha256(self.split_file)
+            self.split_info = {
+                "split": "split_file",
+                "split_file": str(self.split_file.resolve()),
+                "split_file_sha256": sha,
+            }
+            log.info("Split from %s (sha256 %s)", self.split_file, sha)
+            return df
+        if "split" in df.columns:  # official splits, when a source ships them, are kept
+            self.split_info = {"split": "official"}
+            return df
+        pairs = None
+        if self.near_duplicates is not None:
+            pairs = self.near_duplicates.pairs(df, self.cache_dir / "near_duplicates")
+            self.near_duplicate_pairs = pairs
+        df["group"] = link_groups(df, pairs)
+        df["split"] = grouped_stratified_split(
+            df, self.val_fraction, self.test_fraction, self.split_seed, groups=df["group"]
+        )
+        self.split_info = {
+            "split": "grouped",
+            "groups": "lesion_id" if pairs is None else "lesion_id + near-duplicates",
+            "near_duplicates": repr(self.near_duplicates),
+            "near_duplicate_pairs": 0 if pairs is None else len(pairs),
+            "seed": self.split_seed,
+        }
+        return df
 
     def prepare_data(self) -> None:
         self._load()
 
     def setup(self, stage: str | None = None) -> None:
         self._load()
+        trainer = self.trainer
+        if stage == "fit" and trainer is not None and trainer.is_global_zero:
+            # the run records where its split came from (the file's hash for a frozen split)
+            run_dir = Path(trainer.default_root_dir)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "split.json").write_text(json.dumps(self.split_info, indent=2) + "\n")
 
     # ------------------------------------------------------------------ views
     def frame(self, split: str) -> pd.DataFrame:

@@ -1,13 +1,19 @@
-"""Lesion-grouped, class-stratified splits: no lesion in two splits, every class in every split.
+"""Grouped, class-stratified splits: no group in two splits, every class in every split.
+
+A group is a lesion, or (:func:`link_groups`) the connected component of lesions joined by
+near-duplicate images: ``lesion_id`` is incomplete, and two lesion ids whose images are
+re-acquisitions of one lesion must stay on one side.
 
 scikit-learn's ``StratifiedGroupKFold`` gives k equal folds, not arbitrary fractions such as
-70/15/15, so we assign whole lesions per class with a seeded shuffle instead.
+70/15/15, so we assign whole groups per class with a seeded shuffle instead.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 SPLITS = ("train", "val", "test")
 
@@ -16,25 +22,52 @@ class SplitError(ValueError):
     """A split cannot be made as configured (e.g. a class would be empty in a split)."""
 
 
-def lesion_labels(df: pd.DataFrame) -> pd.Series:
-    """The label of each lesion: its most frequent image label (ties: first in class order)."""
-    counts = df.groupby(["lesion_id", "label"]).size().rename("n").reset_index()
-    counts = counts.sort_values(["lesion_id", "n", "label"], ascending=[True, False, True])
-    return counts.drop_duplicates("lesion_id").set_index("lesion_id")["label"]
+def lesion_labels(df: pd.DataFrame, column: str = "lesion_id") -> pd.Series:
+    """The label of each lesion (or group, ``column``): its most frequent image label (ties:
+    first in class order)."""
+    counts = df.groupby([column, "label"]).size().rename("n").reset_index()
+    counts = counts.sort_values([column, "n", "label"], ascending=[True, False, True])
+    return counts.drop_duplicates(column).set_index(column)["label"]
+
+
+def link_groups(df: pd.DataFrame, pairs: pd.DataFrame | None) -> pd.Series:
+    """A group id per row: the connected component of its lesion in the graph whose edges are
+    the near-duplicate ``pairs`` (``image_a, image_b``). A group is named after its smallest
+    lesion id, so an unlinked lesion's group is its lesion id."""
+    lesions = df["lesion_id"].astype(str)
+    if pairs is None or len(pairs) == 0:
+        return lesions.rename("group")
+    names = np.array(sorted(lesions.unique()))
+    code = {name: i for i, name in enumerate(names)}
+    lesion_of = dict(zip(df["image_id"].astype(str), lesions, strict=True))
+    known = pairs["image_a"].isin(lesion_of) & pairs["image_b"].isin(lesion_of)
+    a = [code[lesion_of[i]] for i in pairs.loc[known, "image_a"]]
+    b = [code[lesion_of[i]] for i in pairs.loc[known, "image_b"]]
+    graph = coo_matrix((np.ones(len(a)), (a, b)), shape=(len(names), len(names)))
+    _, component = connected_components(graph, directed=False)
+    first = pd.Series(names).groupby(component).transform("min").to_numpy()
+    return lesions.map(dict(zip(names, first, strict=True))).rename("group")
 
 
 def grouped_stratified_split(
-    df: pd.DataFrame, val_fraction: float = 0.15, test_fraction: float = 0.15, seed: int = 0
+    df: pd.DataFrame,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    seed: int = 0,
+    groups: pd.Series | None = None,
 ) -> pd.Series:
-    """A ``split`` value (train/val/test) per row of ``df``.
+    """A ``split`` value (train/val/test) per row of ``df``; ``groups`` (default: the lesion
+    ids) is the unit kept on one side.
 
-    Per class, lesions are shuffled (seeded) and assigned in order so that the cumulative share
+    Per class, groups are shuffled (seeded) and assigned in order so that the cumulative share
     of that class's *images* reaches the train, val and test fractions. Raises
     :class:`SplitError` naming the class and split when a split would get no image of a class.
     """
     if not 0 < val_fraction < 1 or not 0 < test_fraction < 1 or val_fraction + test_fraction >= 1:
         raise SplitError(f"bad split fractions: val={val_fraction}, test={test_fraction}")
     rng = np.random.default_rng(seed)
+    key = df["lesion_id"] if groups is None else groups
+    df = pd.DataFrame({"lesion_id": key.to_numpy(), "label": df["label"].to_numpy()}, df.index)
     per_lesion = df.groupby("lesion_id").size()
     labels = lesion_labels(df)
     bounds = np.array([1 - val_fraction - test_fraction, 1 - test_fraction])
@@ -71,5 +104,15 @@ def _fill_empty_splits(which: np.ndarray, sizes: np.ndarray, label: str) -> np.n
 
 
 def split_table(df: pd.DataFrame) -> pd.DataFrame:
-    """The ``splits.csv`` content: one row per image with its lesion, label and split."""
-    return df[["image_id", "lesion_id", "label", "split"]].copy()
+    """The ``splits.csv`` content: one row per image with its lesion, label, split and group
+    (the unit the split kept on one side; the lesion id when no group column is there)."""
+    out = df[["image_id", "lesion_id", "label", "split"]].copy()
+    out["group"] = df["group"] if "group" in df.columns else df["lesion_id"]
+    return out
+
+
+def crossing_pairs(df: pd.DataFrame, split: pd.Series, pairs: pd.DataFrame) -> pd.DataFrame:
+    """The ``pairs`` (``image_a, image_b``) whose two images ``split`` puts on different sides."""
+    where = dict(zip(df["image_id"].astype(str), split, strict=True))
+    a, b = pairs["image_a"].map(where), pairs["image_b"].map(where)
+    return pairs[a.notna() & b.notna() & (a != b)]

@@ -1,0 +1,134 @@
+"""Frozen splits: ``dermlit data split`` writes the split a run uses; ``data.split_file`` trains
+on one after validation (errors name the offenders); the run records the file's hash."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+from hydra.utils import instantiate
+
+from dermlit.cli import main as dermlit_main
+from dermlit.data.cli import compose_data
+from dermlit.data.split_file import SplitFileError, apply_split_file
+
+OVERRIDES = ["data.near_duplicates=null"]
+
+
+def datamodule(root: Path, cache: Path, *overrides: str):
+    cfg = compose_data("ham10000", root, [f"paths.cache_dir={cache}", *overrides])
+    data = instantiate(cfg.data)
+    data.setup()
+    return data
+
+
+@pytest.fixture
+def frozen(tiny_ham: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "splits.csv"
+    code = dermlit_main(
+        ["data", "split", str(tiny_ham), "--out", str(out), "-o", f"paths.cache_dir={tmp_path}/c"]
+    )
+    assert code == 0
+    return out
+
+
+def test_data_split_writes_the_split_the_config_uses(tiny_ham, tmp_path, frozen) -> None:
+    data = datamodule(tiny_ham, tmp_path / "c2")
+    written = pd.read_csv(frozen, dtype=str)
+    assert written.equals(data.splits.astype(str).reset_index(drop=True))
+    assert written.columns.tolist() == ["image_id", "lesion_id", "label", "split", "group"]
+
+
+def test_training_on_the_file_reproduces_it_and_records_its_hash(
+    tiny_ham, tmp_path, frozen
+) -> None:
+    table = pd.read_csv(frozen, dtype=str)
+    # move one whole lesion of a class with 4 lesions from its split to another: still valid
+    lesion = table.loc[table["split"] == "train", "lesion_id"].iloc[0]
+    label = table.loc[table["lesion_id"] == lesion, "label"].iloc[0]
+    table.loc[table["lesion_id"] == lesion, "split"] = "val"
+    assert (table.loc[table.label == label].groupby("split").size() > 0).all()
+    edited = tmp_path / "edited.csv"
+    table.to_csv(edited, index=False)
+    data = datamodule(tiny_ham, tmp_path / "c3", f"data.split_file={edited}")
+    assert data.splits.astype(str).reset_index(drop=True).equals(table)
+    run_dir = tmp_path / "run"
+    data.trainer = SimpleNamespace(is_global_zero=True, default_root_dir=str(run_dir))
+    data.setup("fit")
+    info = json.loads((run_dir / "split.json").read_text())
+    assert info["split_file_sha256"] == hashlib.sha256(edited.read_bytes()).hexdigest()
+    assert info["split"] == "split_file"
+
+
+def edit(frozen: Path, change) -> Path:
+    table = pd.read_csv(frozen, dtype=str, keep_default_na=False)
+    table = change(table)
+    out = frozen.with_name("bad.csv")
+    table.to_csv(out, index=False)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda t: t.iloc[1:], r"1 \(IMG_00000\) image\(s\) of the data are not in the file"),
+        (
+            lambda t: pd.concat([t, t.iloc[[0]].assign(image_id="ZZZ")]),
+            r"1 \(ZZZ\) image\(s\) of the file are not in the data",
+        ),
+        (lambda t: t.assign(split=t.split.where(t.index != 0, "holdout")), r"IMG_00000='holdout'"),
+        (
+            lambda t: t.assign(
+                split=t.split.where(
+                    t.image_id != "IMG_00001", "test" if t.split[0] != "test" else "val"
+                )
+            ),
+            r"1 \(L0000 in .*\) lesion_id\(s\) have images in two splits",
+        ),
+        (
+            lambda t: t.assign(label=t.label.where(t.index != 0, "mel")),
+            r"labels differ from the data's: 1 \(IMG_00000: file 'mel', data 'akiec'\)",
+        ),
+        (
+            lambda t: t.assign(split=t.split.where(t.label != "df", "train")),
+            r"class\(es\) with no image in a split: df in val, df in test",
+        ),
+    ],
+)
+def test_invalid_split_files_name_the_offenders(
+    tiny_ham, tmp_path, frozen, change, message
+) -> None:
+    from dermlit.data.sources import HAM10000Source
+
+    df = HAM10000Source(tiny_ham).load()[0]
+    with pytest.raises(SplitFileError, match=message):
+        apply_split_file(df, edit(frozen, change))
+
+
+def test_group_across_splits_is_refused(tiny_ham, frozen) -> None:
+    from dermlit.data.sources import HAM10000Source
+
+    df = HAM10000Source(tiny_ham).load()[0]
+
+    def join(t):  # two lesions in different splits declared one group
+        a = t.loc[t.split == "train", "lesion_id"].iloc[0]
+        b = t.loc[t.split == "test", "lesion_id"].iloc[0]
+        t.loc[t.lesion_id.isin([a, b]), "group"] = "G"
+        return t
+
+    with pytest.raises(SplitFileError, match=r"1 \(G in test\+train\) group\(s\)"):
+        apply_split_file(df, edit(frozen, join))
+
+
+def test_missing_file_and_cli_error_are_one_line(tiny_ham, tmp_path, capsys) -> None:
+    with pytest.raises(SplitFileError, match="split file not found"):
+        datamodule(tiny_ham, tmp_path / "c", f"data.split_file={tmp_path}/nope.csv")
+    code = dermlit_main(
+        ["data", "split", str(tmp_path / "absent"), "--out", str(tmp_path / "s.csv")]
+    )
+    assert code == 2
+    assert "split failed" in capsys.readouterr().out
