@@ -66,3 +66,15 @@ def test_cache_invalidated_when_source_or_size_changes(
     if change == "image":
         pixel = rebuilt.array[rebuilt.rows(df["image_id"].iloc[[0]])[0], 0, 0]
         np.testing.assert_allclose(pixel, (200, 20, 90), atol=4)  # JPEG is lossy
+
+
+def test_fingerprint_is_the_same_for_the_same_files_reached_by_another_path(tiny_ham) -> None:
+    from dermlit.data.sources.ham10000 import fingerprint_files
+
+    direct, _ = HAM10000Source(tiny_ham).load()
+    detour, _ = HAM10000Source(tiny_ham / "images" / "..").load()
+    assert detour["path"].iloc[0] != direct["path"].iloc[0]  # the strings differ
+    before = fingerprint_files(direct)
+    assert fingerprint_files(detour) == before
+    (tiny_ham / "images" / f"{direct['image_id'].iloc[0]}.jpg").write_bytes(b"changed")
+    assert fingerprint_files(direct) != before

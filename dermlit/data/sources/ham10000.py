@@ -75,9 +75,13 @@ class HAM10000Source:
 
 
 def fingerprint_files(df: pd.DataFrame) -> str:
-    """A hash of ids, paths, sizes and modification times: changes when any image changes."""
+    """A hash of ids, real paths, sizes and modification times: changes when any image changes.
+
+    Paths are resolved first, so the same files reached another way (``main/../shared/x`` vs
+    ``/work/shared/x``, a symlink) share the decoded-image and near-duplicate caches."""
     h = hashlib.sha256()
     for image_id, path in df[["image_id", "path"]].itertuples(index=False):
+        path = os.path.realpath(path)
         try:
             st = os.stat(path)
             h.update(f"{image_id}|{path}|{st.st_size}|{st.st_mtime_ns}\n".encode())
