@@ -21,6 +21,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "one table (markdown, CSV, PNG) of a multirun's jobs: mean and 95% CI over seeds",
     ),
     "data": ("dermlit.data.cli", "get (fetch) and validate (check) datasets"),
+    "archive": (
+        "dermlit.archive",
+        "copy a run's small artefacts (metrics, predictions, config) to commit them",
+    ),
     "augment-audit": (
         "dermlit.augment.audit",
         "measure how augmentation presets change lesion morphology on real images",
