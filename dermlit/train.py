@@ -14,6 +14,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from dermlit.callbacks.checkpoints import last_checkpoint_path, monitored_checkpoint
 from dermlit.config import CONF_DIR, register_resolvers
 from dermlit.distributed import distributed_job, gather_in_dataset_order
 from dermlit.evaluation.analysis import EvalSettings
@@ -39,11 +40,12 @@ def test_checkpoint(cfg: DictConfig, trainer: L.Trainer) -> str | None:
     """The weights to test: the best or last checkpoint, or the in-memory ones without any."""
     if cfg.test_weights not in ("best", "last"):
         raise ValueError(f"test_weights must be 'best' or 'last', got {cfg.test_weights!r}")
-    callback = trainer.checkpoint_callback
-    if trainer.fast_dev_run or callback is None:
+    if trainer.fast_dev_run:
         return None
-    path = callback.best_model_path if cfg.test_weights == "best" else callback.last_model_path
-    return path or None
+    if cfg.test_weights == "last":
+        return last_checkpoint_path(trainer)
+    callback = monitored_checkpoint(trainer)
+    return (callback.best_model_path or None) if callback is not None else None
 
 
 def is_rank_zero() -> bool:
