@@ -22,6 +22,7 @@ from dermlit.evaluation.report import log_report_to_loggers
 from dermlit.loggers import close_loggers, log_flat_config
 from dermlit.resume import resumable
 from dermlit.rundir import SplitOutputs, predict_split, print_summary, write_evaluation
+from dermlit.status import RunStatus, recorded_status
 from dermlit.tuning import OBJECTIVE, best_validation_score
 
 log = logging.getLogger(__name__)
@@ -61,8 +62,17 @@ def test_outputs(model, world_size: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit, test, and write the run directory (rank 0 only; every rank trains and evaluates)."""
+    """Fit, test, and write the run directory (rank 0 only; every rank trains and evaluates);
+    RUN_DIR/status.json records how it ended (dermlit/status.py)."""
     run_dir = Path(cfg.paths.run_dir)
+    ckpt_path = cfg.ckpt_path
+    with recorded_status(run_dir, enabled=is_rank_zero(), resumed_from=ckpt_path) as status:
+        return fit_and_test(cfg, run_dir, ckpt_path, status)
+
+
+def fit_and_test(
+    cfg: DictConfig, run_dir: Path, ckpt_path: str | Path | None, status: RunStatus
+) -> dict[str, float]:
     if is_rank_zero():
         (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
         (run_dir / ".hydra" / "resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
@@ -70,18 +80,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
     loggers = instantiate_dict(cfg.get("logger"))
-    trainer = instantiate(
-        cfg.trainer, callbacks=instantiate_dict(cfg.get("callbacks")), logger=loggers
-    )
+    callbacks = [*instantiate_dict(cfg.get("callbacks")), status.callback()]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
     log_flat_config(loggers, cfg)
-    status = "failed"
+    outcome = "failed"
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
-        ckpt_path = test_checkpoint(cfg, trainer)
-        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        weights = test_checkpoint(cfg, trainer)
+        trainer.test(model, datamodule=datamodule, ckpt_path=weights)
         logits, targets = test_outputs(model, trainer.world_size)
         # validation logits of the same weights: the temperature for calibration is fitted there
-        val = predict_split(trainer, model, datamodule, "val", ckpt_path)
+        val = predict_split(trainer, model, datamodule, "val", weights)
         metrics: dict[str, float] = {}
         if trainer.is_global_zero:
             datamodule.splits.to_csv(run_dir / "splits.csv", index=False)
@@ -100,9 +109,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
             )
             metrics = evaluation.metrics
             log_report_to_loggers(loggers, evaluation.report)
-        status = "success"
+        outcome = "success"
     finally:
-        close_loggers(loggers, status)
+        close_loggers(loggers, outcome)
     if trainer.is_global_zero:
         print_summary(metrics, "test", run_dir)
     return {**metrics, OBJECTIVE: best_validation_score(trainer)}
