@@ -20,9 +20,9 @@ from dermlit.distributed import distributed_job, gather_in_dataset_order
 from dermlit.evaluation.analysis import EvalSettings
 from dermlit.evaluation.report import log_report_to_loggers
 from dermlit.loggers import close_loggers, log_flat_config
-from dermlit.resume import resumable
+from dermlit.resume import requeued_checkpoint, resumable
 from dermlit.rundir import SplitOutputs, predict_split, print_summary, write_evaluation
-from dermlit.status import RunStatus, recorded_status
+from dermlit.status import RunStatus, read_status, recorded_status
 from dermlit.tuning import OBJECTIVE, best_validation_score
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, test, and write the run directory (rank 0 only; every rank trains and evaluates);
     RUN_DIR/status.json records how it ended (dermlit/status.py)."""
     run_dir = Path(cfg.paths.run_dir)
-    ckpt_path = cfg.ckpt_path
+    # a requeued SLURM job re-runs its command (ckpt_path=null) and continues its own run
+    ckpt_path = cfg.ckpt_path or requeued_checkpoint(run_dir, read_status(run_dir))
     with recorded_status(run_dir, enabled=is_rank_zero(), resumed_from=ckpt_path) as status:
         return fit_and_test(cfg, run_dir, ckpt_path, status)
 
