@@ -23,7 +23,12 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from dermlit.checkpoints import NON_WEIGHT_PREFIXES, load_model_weights, resolve_checkpoint
+from dermlit.checkpoints import (
+    NON_WEIGHT_PREFIXES,
+    CheckpointError,
+    load_model_weights,
+    resolve_checkpoint,
+)
 from dermlit.config import CONF_DIR, checkpoint_name, register_resolvers
 from dermlit.constants import CLASSES
 from dermlit.errors import InputError
@@ -206,7 +211,10 @@ def evaluate(cfg: DictConfig) -> Evaluation:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")
 def main(cfg: DictConfig) -> None:
-    evaluate(cfg)
+    try:
+        evaluate(cfg)
+    except CheckpointError as err:  # one line, not Hydra's traceback (SystemExit passes it)
+        raise SystemExit(f"dermlit-eval: {err}") from None
 
 
 if __name__ == "__main__":

@@ -1,10 +1,15 @@
-"""Logger helpers: a flat config for dashboards, and closing W&B between multirun jobs."""
+"""Logger helpers: a flat config for dashboards, closing W&B between multirun jobs, and a CSV
+logger that survives a resume."""
 
 from __future__ import annotations
 
+import csv
 import sys
 from pathlib import Path
 
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 from omegaconf import DictConfig, OmegaConf
 
 
@@ -52,3 +57,55 @@ def wandb_name(override_dirname: str, seed: int) -> str:
     """The job's overrides plus its seed: ``hydra.job.override_dirname`` leaves the seed out
     (conf/hydra/default.yaml) so that it names a configuration, but two seeds are two runs."""
     return ",".join(part for part in (str(override_dirname), f"seed={seed}") if part)
+
+
+class _AppendingWriter(ExperimentWriter):
+    """Keeps an existing metrics.csv; drops its rows that the resumed run logs again."""
+
+    def __init__(self, log_dir: str) -> None:
+        super().__init__(log_dir)
+        self._resumed = self._fs.isfile(self.metrics_file_path)
+        if self._resumed:
+            with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+                self.metrics_keys = list(csv.DictReader(file).fieldnames or [])
+
+    def _check_log_dir_exists(self) -> None:
+        """Lightning's version deletes metrics.csv here (with a warning)."""
+
+    def save(self) -> None:
+        if self._resumed and self.metrics:
+            # rows from the first step this run logs on were written by the interrupted run
+            # after its checkpoint (or are its test row): the resumed run writes them anew
+            first = min(int(m["step"]) for m in self.metrics)
+            with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+                rows = [r for r in csv.DictReader(file) if _step(r) < first]
+            with self._fs.open(self.metrics_file_path, "w", newline="") as file:
+                writer = csv.DictWriter(file, fieldnames=self.metrics_keys)
+                writer.writeheader()
+                writer.writerows(rows)
+            self._resumed = False
+        super().save()
+
+
+def _step(row: dict[str, str]) -> float:
+    try:
+        return float(row.get("step") or "nan")
+    except ValueError:
+        return float("nan")
+
+
+class AppendingCSVLogger(CSVLogger):
+    """Lightning's ``CSVLogger`` that a resumed run appends to. Lightning's deletes an existing
+    ``metrics.csv`` when it starts (fabric ``_ExperimentWriter._check_log_dir_exists``), so a
+    resumed run (``resume=RUN_DIR``, a requeued job) lost every row before the resume. Rows of
+    the interrupted run at or after the resumed run's first logged step are replaced by the
+    resumed run's (it trains those steps again). A run directory holds one run (dermlit's
+    run-directory guard), so an existing file is always this run's."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment

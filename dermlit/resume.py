@@ -3,14 +3,21 @@
 Hydra creates the run directory before the app runs, so ``resume`` cannot be handled inside the
 task function: :func:`resumable` rewrites the command line first, into the run's own overrides
 (``RUN_DIR/.hydra/overrides.yaml``) + the user's new ones (``trainer.max_epochs=20`` to extend
-a run) + ``hydra.run.dir=RUN_DIR`` + ``ckpt_path=`` the newest checkpoint (Lightning's
-``hpc_ckpt_*.ckpt`` from a preemption, or ``checkpoints/last.ckpt``) + the W&B run id to resume.
-Everything else comes from that checkpoint: weights, optimizer and scheduler state, EMA, loop
-progress; the epoch-seeded samplers continue from the restored epoch (and position, see
-:mod:`dermlit.callbacks.preemption`).
+a run, see :mod:`dermlit.optim.replan`) + ``hydra.run.dir=RUN_DIR`` + ``ckpt_path=`` the newest
+checkpoint (Lightning's ``hpc_ckpt_*.ckpt`` from a preemption, or ``checkpoints/last.ckpt``, the
+newest epoch end) + the W&B run id to resume. Everything else comes from that checkpoint:
+weights, optimizer and scheduler state, EMA, loop progress; the epoch-seeded samplers continue
+from the restored epoch (and position, see :mod:`dermlit.callbacks.preemption`).
 
-The rewritten command keeps ``resume=RUN_DIR`` and names ``hydra.run.dir``; such a command line
-(a DDP child re-created from it, see :mod:`dermlit.distributed`) is left as it is.
+Every spelling means the same: ``resume=DIR``, ``+resume=DIR``, ``++resume=DIR``, a relative
+path, a trailing slash, with or without ``hydra.run.dir=`` naming the same directory. Anything
+that cannot be continued is refused (:class:`ResumeError`, exit status 2): no such directory, a
+file, a multirun directory (resume one of its jobs), no ``.hydra/overrides.yaml`` (not a
+dermlit-train run), no checkpoint, another ``hydra.run.dir``, ``-m``.
+
+The rewrite is idempotent: a rewritten command rewritten again is the same command, which is
+how a DDP child rank (re-created from the rewritten overrides, :mod:`dermlit.distributed`) gets
+the same configuration as rank 0.
 """
 
 from __future__ import annotations
@@ -23,20 +30,30 @@ from typing import Any
 
 import yaml
 
+from dermlit.checkpoints import newest_checkpoint
+from dermlit.exit_codes import EXIT_REFUSED
+from dermlit.run_dir_guard import RunDirRefused, job_dirs
+from dermlit.run_lock import slurm_job_id
+
+#: the W&B keys the rewrite derives from the run directory
+_WANDB_KEYS = ("logger.wandb.id", "logger.wandb.resume")
 #: the config keys the rewrite sets itself (an old value from the stored overrides is dropped)
-_OWN_KEYS = ("resume", "ckpt_path", "logger.wandb.id", "logger.wandb.resume")
+_OWN_KEYS = ("resume", "ckpt_path", *_WANDB_KEYS)
 
 
 class ResumeError(ValueError):
     """``resume=`` names no resumable run, or conflicts with the other arguments."""
 
 
-def newest_checkpoint(run_dir: Path) -> Path | None:
-    """The most recently written of ``hpc_ckpt_*.ckpt`` (a preempted run, written into the run
-    directory, Lightning's ``default_root_dir``) and ``checkpoints/last.ckpt``."""
-    candidates = [*run_dir.glob("hpc_ckpt_*.ckpt"), run_dir / "checkpoints" / "last.ckpt"]
-    existing = [p for p in candidates if p.is_file()]
-    return max(existing, key=lambda p: p.stat().st_mtime_ns) if existing else None
+def requeued_checkpoint(run_dir: Path, previous_status: dict | None) -> Path | None:
+    """The checkpoint a requeued SLURM job continues from: the newest one, when the run
+    directory's ``status.json`` was written by this same SLURM job (a requeue keeps the job id
+    and re-runs the command, ``ckpt_path=null``). Lightning alone would take the highest
+    ``hpc_ckpt_N.ckpt`` even where ``last.ckpt`` is newer (a job requeued after a node failure)."""
+    job = slurm_job_id()
+    if job is None or not previous_status or previous_status.get("slurm_job_id") != job:
+        return None
+    return newest_checkpoint(run_dir)
 
 
 def wandb_run_id(run_dir: Path) -> str | None:
@@ -53,15 +70,50 @@ def _key(override: str) -> str:
     return override.lstrip("+~").split("=", 1)[0]
 
 
-def resume_overrides(run_dir: str | Path, extra: Sequence[str] = ()) -> list[str]:
-    """The overrides that continue ``run_dir``; ``extra`` (the user's) win over stored ones."""
-    run_dir = Path(run_dir).expanduser().resolve()
+def _value(override: str) -> str:
+    return override.split("=", 1)[1] if "=" in override else ""
+
+
+def _is_override(arg: str) -> bool:
+    """Overrides are key=value or ~key; the rest are Hydra's flags and their values (-cn NAME)."""
+    return not arg.startswith("-") and ("=" in arg or arg.startswith("~"))
+
+
+def _resolve(value: str) -> Path:
+    return Path(value).expanduser().resolve()
+
+
+def run_directory(value: str) -> Path:
+    """The run directory ``resume=value`` names, or :class:`ResumeError` saying why it is none."""
+    run_dir = _resolve(value)
+    if not run_dir.exists():
+        raise ResumeError(f"resume={value}: no such directory {run_dir}")
+    if not run_dir.is_dir():
+        raise ResumeError(
+            f"resume={value}: {run_dir} is a file, not a run directory (to start a new run from "
+            "a checkpoint file, give ckpt_path= instead)"
+        )
     stored = run_dir / ".hydra" / "overrides.yaml"
+    jobs = job_dirs(run_dir)
+    if not stored.is_file() and (jobs or (run_dir / "multirun.yaml").is_file()):
+        names = ", ".join(j.name for j in jobs[:5]) or "none yet"
+        example = run_dir / (jobs[0].name if jobs else "0")
+        raise ResumeError(
+            f"resume={value}: {run_dir} is a multirun directory (jobs: {names}); resume one job "
+            f"at a time, e.g. resume={example}"
+        )
     if not stored.is_file():
         raise ResumeError(
-            f"resume={run_dir}: no {stored.relative_to(run_dir)} there; "
-            "expected a dermlit-train run directory"
+            f"resume={value}: no .hydra/overrides.yaml in {run_dir}; expected a dermlit-train "
+            "run directory"
         )
+    return run_dir
+
+
+def resume_overrides(run_dir: str | Path, extra: Sequence[str] = ()) -> list[str]:
+    """The overrides that continue ``run_dir``; ``extra`` (the user's) win over stored ones."""
+    run_dir = run_directory(str(run_dir))
+    stored = run_dir / ".hydra" / "overrides.yaml"
     extra = list(extra)
     user_keys = {_key(o) for o in extra}
     kept = [
@@ -69,8 +121,12 @@ def resume_overrides(run_dir: str | Path, extra: Sequence[str] = ()) -> list[str
         for o in yaml.safe_load(stored.read_text()) or []
         if _key(o) not in user_keys and _key(o) not in _OWN_KEYS
     ]
-    out = [*kept, *extra, f"hydra.run.dir={run_dir}", f"resume={run_dir}"]
-    if "ckpt_path" not in user_keys:
+    out = [*kept, *(o for o in extra if _key(o) not in _OWN_KEYS)]
+    out += [f"hydra.run.dir={run_dir}", f"resume={run_dir}"]
+    user_ckpt = [o for o in extra if _key(o) == "ckpt_path"]
+    if user_ckpt:
+        out.append(f"ckpt_path={_value(user_ckpt[-1])}")
+    else:
         ckpt = newest_checkpoint(run_dir)
         if ckpt is None:
             raise ResumeError(
@@ -78,12 +134,11 @@ def resume_overrides(run_dir: str | Path, extra: Sequence[str] = ()) -> list[str
                 "checkpoints/last.ckpt); start it again instead"
             )
         out.append(f"ckpt_path={ckpt}")
+    user_wandb = [o for o in extra if _key(o) in _WANDB_KEYS]
     run_id = wandb_run_id(run_dir)
-    if (
-        run_id is not None
-        and _logs_to_wandb(run_dir)
-        and not any(_key(o) == "logger" for o in extra)
-    ):
+    if user_wandb:
+        out += user_wandb
+    elif run_id is not None and _logs_to_wandb(run_dir) and "logger" not in user_keys:
         out += [f"++logger.wandb.id={run_id}", "++logger.wandb.resume=allow"]
     return out
 
@@ -96,39 +151,44 @@ def _logs_to_wandb(run_dir: Path) -> bool:
 def expand_resume_argv(argv: Sequence[str]) -> list[str]:
     """``argv`` with ``resume=RUN_DIR`` expanded (see the module docstring); else unchanged."""
     args = list(argv[1:])
-    resumes = [a for a in args if a.startswith("resume=")]
-    value = resumes[-1].split("=", 1)[1] if resumes else ""
+    resumes = [a for a in args if _is_override(a) and _key(a) == "resume"]
+    value = _value(resumes[-1]) if resumes else ""
     if value in ("", "null", "None"):
-        return list(argv)
-    run_dirs = [a.split("=", 1)[1] for a in args if a.startswith("hydra.run.dir=")]
-    if run_dirs:  # already expanded (a DDP child), or a conflicting directory
-        if Path(run_dirs[-1]).resolve() != Path(value).expanduser().resolve():
-            raise ResumeError(
-                f"resume={value} continues the run in its own directory; "
-                f"drop hydra.run.dir={run_dirs[-1]}"
-            )
         return list(argv)
     if any(a in ("-m", "--multirun") for a in args):
         raise ResumeError("resume= continues one run; it cannot be combined with -m/--multirun")
-    extra = [a for a in args if not a.startswith("resume=")]
-    # overrides are key=value or ~key; the rest are Hydra's flags and their values (-cn NAME)
-    is_override = [not a.startswith("-") and ("=" in a or a.startswith("~")) for a in extra]
-    flags = [a for a, o in zip(extra, is_override, strict=True) if not o]
-    overrides = [a for a, o in zip(extra, is_override, strict=True) if o]
-    return [argv[0], *flags, *resume_overrides(value, overrides)]
+    run_dir = run_directory(value)
+    extra = [a for a in args if not (_is_override(a) and _key(a) == "resume")]
+    flags = [a for a in extra if not _is_override(a)]
+    overrides = [a for a in extra if _is_override(a)]
+    for given in (o for o in overrides if _key(o) == "hydra.run.dir"):
+        if _resolve(_value(given)) != run_dir:
+            raise ResumeError(
+                f"resume={value} continues the run in its own directory {run_dir}; "
+                f"drop hydra.run.dir={_value(given)}"
+            )
+    overrides = [o for o in overrides if _key(o) != "hydra.run.dir"]
+    return [argv[0], *flags, *resume_overrides(run_dir, overrides)]
 
 
 def resumable(hydra_main: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap a ``@hydra.main`` function so that ``resume=RUN_DIR`` is expanded before Hydra
-    parses the command line. Called with a config (tests, Hydra's passthrough) it is a no-op."""
+    parses the command line, and a refusal (a bad ``resume=``, a run directory that is taken,
+    :mod:`dermlit.run_dir_guard`) ends as one line and exit status 2, not a traceback.
+    Called with a config (tests, Hydra's passthrough) it is a no-op."""
 
     @functools.wraps(hydra_main)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if not args and not kwargs:
-            try:
-                sys.argv = expand_resume_argv(sys.argv)
-            except ResumeError as err:
-                sys.exit(f"dermlit-train: {err}")
-        return hydra_main(*args, **kwargs)
+        if args or kwargs:
+            return hydra_main(*args, **kwargs)
+        try:
+            sys.argv = expand_resume_argv(sys.argv)
+            return hydra_main()
+        except ResumeError as err:
+            print(f"dermlit-train: {err}", file=sys.stderr)
+            sys.exit(EXIT_REFUSED)
+        except RunDirRefused as err:
+            print(f"dermlit-train: {err.message}", file=sys.stderr)
+            sys.exit(EXIT_REFUSED)
 
     return wrapper

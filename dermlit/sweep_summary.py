@@ -6,6 +6,9 @@ markdown and CSV, with the mean and a 95% t-interval over seeds of the headline 
 sorted by macro-F1, plus a PNG of the same. Neither Hydra nor W&B summarise a sweep over seeds
 with uncertainty. Failed jobs (no metrics.json, or an error.log written by
 :class:`dermlit.hydra_callbacks.JobErrorFile`) are listed, and counted per configuration.
+A job whose ``status.json`` (:mod:`dermlit.status`) says ``preempted`` or ``running`` is not a
+failed one: it is listed and counted as unfinished, with the command that continues it; a
+``running`` job whose process is gone (killed without a chance to write) is a failed one.
 
 The interval is over seeds (training randomness), not over test images (the per-run bootstrap
 CIs in metrics.json): mean +- t(0.975, n-1) * sd / sqrt(n). With one seed it is undefined and
@@ -33,6 +36,7 @@ from scipy import stats
 
 from dermlit.constants import CLASSES
 from dermlit.hydra_callbacks import ERROR_FILE
+from dermlit.status import effective_state, read_status
 
 #: summary column -> label in the markdown table and the plot
 METRICS: dict[str, str] = {
@@ -44,19 +48,34 @@ METRICS: dict[str, str] = {
 }
 
 
+#: status.json states of a job that has not ended for good (it can be continued)
+UNFINISHED = ("preempted", "running")
+
+
 @dataclass
 class Job:
-    """One job directory: its overrides, seed and headline metrics, or why it has none."""
+    """One job directory: its overrides, seed and headline metrics, or why it has none;
+    ``state`` is its status.json's (None without one)."""
 
     path: Path
     overrides: list[str]
     seed: str | None
     metrics: dict[str, float] | None
     error: str | None = None
+    state: str | None = None
+
+    @property
+    def unfinished(self) -> bool:
+        return self.metrics is None and self.state in UNFINISHED
 
     @property
     def failed(self) -> bool:
-        return self.metrics is None
+        return self.metrics is None and not self.unfinished
+
+    @property
+    def status(self) -> str:
+        """ok | failed | preempted | running"""
+        return "ok" if self.metrics is not None else self.state if self.unfinished else "failed"
 
 
 def override_key(override: str) -> str:
@@ -87,12 +106,32 @@ def read_job(path: Path, seed_key: str = "seed", split: str = "test") -> Job:
         seed = None if config.get(seed_key) is None else str(config[seed_key])
     rest = [o for o in overrides if override_key(o) != seed_key]
     error_file, metrics_file = path / ERROR_FILE, path / "metrics.json"
+    status = read_status(path)
+    state = effective_state(status)
+    if state in UNFINISHED:  # newer than an error.log of an earlier attempt
+        return Job(path, rest, seed, None, unfinished_reason(path, status or {}), state)
     if error_file.is_file():
-        return Job(path, rest, seed, None, error_summary(error_file.read_text()))
+        return Job(path, rest, seed, None, error_summary(error_file.read_text()), state)
+    if state == "died":
+        reason = (
+            f"status.json says running, but its process (PID {status.get('pid')}) is gone: "
+            "killed without a chance to write (out of memory? SIGKILL?); see its train.log"
+        )
+        return Job(path, rest, seed, None, reason, state)
+    if state == "failed" and not metrics_file.is_file():
+        return Job(path, rest, seed, None, str(status.get("error") or "failed"), state)
     if not metrics_file.is_file():
         reason = "no metrics.json: the job did not finish (see its train.log)"
-        return Job(path, rest, seed, None, reason)
-    return Job(path, rest, seed, headline(json.loads(metrics_file.read_text()), split))
+        return Job(path, rest, seed, None, reason, state)
+    return Job(path, rest, seed, headline(json.loads(metrics_file.read_text()), split), None, state)
+
+
+def unfinished_reason(path: Path, status: dict) -> str:
+    where = f"at epoch {status.get('epoch')}, step {status.get('step')}"
+    since = f" (status of {status.get('updated')})" if status.get("updated") else ""
+    if status.get("state") == "preempted":
+        return f"preempted {where}{since}: continue with `dermlit-train resume={path}`"
+    return f"running {where}{since}, PID {status.get('pid')} on {status.get('host')}"
 
 
 def job_dirs(sweep_dir: Path) -> list[Path]:
@@ -147,11 +186,12 @@ def summarise(jobs: Sequence[Job], confidence: float = 0.95) -> pd.DataFrame:
     rows = []
     for label in dict.fromkeys(labels):
         group = [j for j, lab in zip(jobs, labels, strict=True) if lab == label]
-        done = [j for j in group if not j.failed]
+        done = [j for j in group if j.metrics is not None]
         row = {
             "configuration": label,
             "n_seeds": len(done),
-            "n_failed": len(group) - len(done),
+            "n_failed": sum(j.failed for j in group),
+            "n_unfinished": sum(j.unfinished for j in group),
             "seeds": ",".join(str(j.seed) for j in done),
         }
         for key in METRICS:
@@ -168,7 +208,7 @@ def jobs_frame(jobs: Sequence[Job]) -> pd.DataFrame:
     rows = []
     for job, label in zip(jobs, labels, strict=True):
         row = {"job": job.path.name, "configuration": label, "seed": job.seed}
-        row |= {"status": "failed" if job.failed else "ok", "error": job.error or ""}
+        row |= {"status": job.status, "error": job.error or ""}
         rows.append(row | (job.metrics or dict.fromkeys(METRICS, math.nan)))
     return pd.DataFrame(rows)
 
@@ -195,10 +235,11 @@ def to_markdown(
     ]
     if common:
         lines.append(f"Overrides shared by all jobs: `{' '.join(common)}`")
-    header = ["configuration", "seeds", "failed", *METRICS.values()]
+    header = ["configuration", "seeds", "failed", "unfinished", *METRICS.values()]
     lines += ["", "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for row in table.to_dict("records"):
-        cells = [f"`{row['configuration']}`", str(row["n_seeds"]), str(row["n_failed"])]
+        counts = [str(row[k]) for k in ("n_seeds", "n_failed", "n_unfinished")]
+        cells = [f"`{row['configuration']}`", *counts]
         lines.append("| " + " | ".join(cells + [cell(row, k) for k in METRICS]) + " |")
     failed = [j for j in jobs if j.failed]
     lines += ["", f"## Failed jobs: {len(failed)} of {len(jobs)}", ""]
@@ -207,6 +248,16 @@ def to_markdown(
     ]
     if not failed:
         lines.append("none")
+    unfinished = [j for j in jobs if j.unfinished]
+    if unfinished:
+        lines += [
+            "",
+            f"## Unfinished jobs (preempted or running): {len(unfinished)} of {len(jobs)}",
+        ]
+        lines += [""] + [
+            f"- `{j.path.name}` `{' '.join(j.overrides)}` seed={j.seed}: {j.error}"
+            for j in unfinished
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -226,7 +277,7 @@ def plot(table: pd.DataFrame, jobs: Sequence[Job], path: Path, confidence: float
         err = np.stack([mean - rows[f"{key}_ci_low"], rows[f"{key}_ci_high"] - mean])
         ax.errorbar(mean, y, xerr=np.nan_to_num(err), fmt="o", color="C0", capsize=3)
         for job, label in zip(jobs, labels, strict=True):
-            if not job.failed:
+            if job.metrics is not None:
                 ax.plot(job.metrics[key], order.index(label), ".", color="C1", alpha=0.7)
         ax.set_title(name)
         ax.set_xlim(-0.03, 1.03)
@@ -280,4 +331,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"Wrote {out}/summary.md, summary.csv, summary.png, jobs.csv", file=sys.stderr)
     if n_failed:
         print(f"warning: {n_failed} of {len(jobs)} jobs failed (listed above)", file=sys.stderr)
+    n_unfinished = sum(j.unfinished for j in jobs)
+    if n_unfinished:
+        print(
+            f"note: {n_unfinished} of {len(jobs)} jobs are unfinished (preempted or running, "
+            "listed above): continue a preempted one with dermlit-train resume=JOB_DIR",
+            file=sys.stderr,
+        )
     return 0

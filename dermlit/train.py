@@ -14,13 +14,15 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from dermlit.callbacks.checkpoints import last_checkpoint_path, monitored_checkpoint
 from dermlit.config import CONF_DIR, register_resolvers
 from dermlit.distributed import distributed_job, gather_in_dataset_order
 from dermlit.evaluation.analysis import EvalSettings
 from dermlit.evaluation.report import log_report_to_loggers
 from dermlit.loggers import close_loggers, log_flat_config
-from dermlit.resume import resumable
+from dermlit.resume import requeued_checkpoint, resumable
 from dermlit.rundir import SplitOutputs, predict_split, print_summary, write_evaluation
+from dermlit.status import RunStatus, read_status, recorded_status
 from dermlit.tuning import OBJECTIVE, best_validation_score
 
 log = logging.getLogger(__name__)
@@ -39,11 +41,12 @@ def test_checkpoint(cfg: DictConfig, trainer: L.Trainer) -> str | None:
     """The weights to test: the best or last checkpoint, or the in-memory ones without any."""
     if cfg.test_weights not in ("best", "last"):
         raise ValueError(f"test_weights must be 'best' or 'last', got {cfg.test_weights!r}")
-    callback = trainer.checkpoint_callback
-    if trainer.fast_dev_run or callback is None:
+    if trainer.fast_dev_run:
         return None
-    path = callback.best_model_path if cfg.test_weights == "best" else callback.last_model_path
-    return path or None
+    if cfg.test_weights == "last":
+        return last_checkpoint_path(trainer)
+    callback = monitored_checkpoint(trainer)
+    return (callback.best_model_path or None) if callback is not None else None
 
 
 def is_rank_zero() -> bool:
@@ -59,8 +62,18 @@ def test_outputs(model, world_size: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit, test, and write the run directory (rank 0 only; every rank trains and evaluates)."""
+    """Fit, test, and write the run directory (rank 0 only; every rank trains and evaluates);
+    RUN_DIR/status.json records how it ended (dermlit/status.py)."""
     run_dir = Path(cfg.paths.run_dir)
+    # a requeued SLURM job re-runs its command (ckpt_path=null) and continues its own run
+    ckpt_path = cfg.ckpt_path or requeued_checkpoint(run_dir, read_status(run_dir))
+    with recorded_status(run_dir, enabled=is_rank_zero(), resumed_from=ckpt_path) as status:
+        return fit_and_test(cfg, run_dir, ckpt_path, status)
+
+
+def fit_and_test(
+    cfg: DictConfig, run_dir: Path, ckpt_path: str | Path | None, status: RunStatus
+) -> dict[str, float]:
     if is_rank_zero():
         (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
         (run_dir / ".hydra" / "resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
@@ -68,18 +81,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
     loggers = instantiate_dict(cfg.get("logger"))
-    trainer = instantiate(
-        cfg.trainer, callbacks=instantiate_dict(cfg.get("callbacks")), logger=loggers
-    )
+    callbacks = [*instantiate_dict(cfg.get("callbacks")), status.callback()]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
     log_flat_config(loggers, cfg)
-    status = "failed"
+    outcome = "failed"
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
-        ckpt_path = test_checkpoint(cfg, trainer)
-        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        weights = test_checkpoint(cfg, trainer)
+        trainer.test(model, datamodule=datamodule, ckpt_path=weights)
         logits, targets = test_outputs(model, trainer.world_size)
         # validation logits of the same weights: the temperature for calibration is fitted there
-        val = predict_split(trainer, model, datamodule, "val", ckpt_path)
+        val = predict_split(trainer, model, datamodule, "val", weights)
         metrics: dict[str, float] = {}
         if trainer.is_global_zero:
             datamodule.splits.to_csv(run_dir / "splits.csv", index=False)
@@ -98,9 +110,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
             )
             metrics = evaluation.metrics
             log_report_to_loggers(loggers, evaluation.report)
-        status = "success"
+        outcome = "success"
     finally:
-        close_loggers(loggers, status)
+        close_loggers(loggers, outcome)
     if trainer.is_global_zero:
         print_summary(metrics, "test", run_dir)
     return {**metrics, OBJECTIVE: best_validation_score(trainer)}

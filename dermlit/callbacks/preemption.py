@@ -15,17 +15,26 @@ What Lightning lacks:
   twice and the last ``k`` never. :class:`ResumeSamplerPosition` makes the epoch-seeded sampler
   skip exactly the ``k`` batches done. It also sets the sampler's epoch before the first
   iteration (with ``num_workers > 0`` Lightning draws the resumed epoch's first indices before
-  it calls ``set_epoch``, i.e. from epoch 0's stream).
+  it calls ``set_epoch``, i.e. from epoch 0's stream). Lightning then still warns that "your
+  dataloader is not resumable" (it checks only whether the DataLoader itself has
+  ``state_dict``/``load_state_dict``); where the position has been restored that warning is
+  untrue, so it is silenced (for the rest of the process) and replaced by a log line saying
+  what was done.
+  Without this callback (``callbacks=none``) the warning stays, and is true.
+
+The process exits with :data:`dermlit.exit_codes.EXIT_PREEMPTED` (75, ``EX_TEMPFAIL``: "try
+again"), not 0: a job script can tell a preempted run from a completed (0) or failed (1) one.
+SLURM's requeue does not depend on it: ``scontrol requeue`` is issued before the exit.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import re
 import signal
 import subprocess
 import threading
+import warnings
 from collections.abc import Sequence
 from types import FrameType
 
@@ -34,20 +43,24 @@ from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import Callback
 
 from dermlit.data.samplers import EpochSampler
+from dermlit.exit_codes import EXIT_PREEMPTED
+from dermlit.run_lock import slurm_job_id
 
 log = logging.getLogger(__name__)
 
+#: Lightning's warning (training_epoch_loop.reset) that ResumeSamplerPosition makes untrue
+NOT_RESUMABLE_WARNING = r"You're resuming from a checkpoint that ended before the epoch ended"
+
+__all__ = ["Preempted", "PreemptionCheckpoint", "ResumeSamplerPosition", "slurm_job_id"]
+
 
 class Preempted(SystemExit):
-    """Raised after the preemption checkpoint is written: ends the process without testing."""
+    """Raised after the preemption checkpoint is written: ends the process without testing,
+    with exit status ``code`` (75 by default); ``checkpoint`` is the file to resume from."""
 
-
-def slurm_job_id() -> str | None:
-    """``SLURM_JOB_ID``, or ``<array job>_<task>`` for a job array (what scontrol wants)."""
-    array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
-    if array_job is not None:
-        return f"{array_job}_{os.environ['SLURM_ARRAY_TASK_ID']}"
-    return os.environ.get("SLURM_JOB_ID")
+    def __init__(self, code: int = EXIT_PREEMPTED, checkpoint: str | None = None) -> None:
+        super().__init__(code)
+        self.checkpoint = checkpoint
 
 
 class PreemptionCheckpoint(Callback):
@@ -59,7 +72,7 @@ class PreemptionCheckpoint(Callback):
         self,
         signals: Sequence[str] = ("SIGUSR1", "SIGTERM"),
         requeue: bool = True,
-        exit_code: int = 0,
+        exit_code: int = EXIT_PREEMPTED,
     ) -> None:
         unknown = [s for s in signals if s not in signal.Signals.__members__]
         if unknown:
@@ -106,7 +119,7 @@ class PreemptionCheckpoint(Callback):
                 log.warning("scontrol requeue %s: exit code %d", job_id, result)
             except OSError as err:  # the checkpoint is there: resume=RUN_DIR still works
                 log.error("could not requeue SLURM job %s: %s", job_id, err)
-        raise Preempted(self.exit_code)
+        raise Preempted(self.exit_code, checkpoint=str(path))
 
 
 class ResumeSamplerPosition(Callback):
@@ -128,4 +141,16 @@ class ResumeSamplerPosition(Callback):
         sampler.set_epoch(trainer.current_epoch)
         # the iterator made before this hook may already hold indices drawn by worker prefetch
         iter(fit_loop._data_fetcher)
-        log.info("Resuming epoch %d after %d batches", trainer.current_epoch, done)
+        if done:
+            # printed by the epoch loop right after this hook; untrue now (module docstring)
+            warnings.filterwarnings("ignore", message=NOT_RESUMABLE_WARNING)
+            log.info(
+                "Resuming epoch %d after %d batches: the sampler skips the %d batches already "
+                "trained on (Lightning's warning that the dataloader is not resumable does not "
+                "apply, the position is restored by ResumeSamplerPosition)",
+                trainer.current_epoch,
+                done,
+                done,
+            )
+        else:
+            log.info("Resuming at the start of epoch %d", trainer.current_epoch)

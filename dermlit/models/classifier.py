@@ -107,6 +107,11 @@ class DermClassifier(L.LightningModule):
         return self.backbone(x)
 
     # ------------------------------------------------------------------ training
+    def on_train_start(self) -> None:
+        # after Lightning restored the checkpoint's scheduler: extending a run re-plans it
+        if self.trainer.ckpt_path is not None:
+            self.optim.replan_schedule(self)
+
     def on_train_epoch_start(self) -> None:
         if hasattr(self.criterion, "set_epoch"):
             self.criterion.set_epoch(self.current_epoch)

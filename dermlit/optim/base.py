@@ -26,6 +26,7 @@ from dermlit.optim.guard import (
     NonFiniteUpdateError,
     check_update,
 )
+from dermlit.optim.replan import replan
 
 if TYPE_CHECKING:
     from dermlit.models.classifier import DermClassifier
@@ -62,6 +63,15 @@ class Optimization:
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": self.scheduler(optimizer), "interval": self.interval},
         }
+
+    def replan_schedule(self, module: DermClassifier) -> None:
+        """On resume: the restored scheduler takes the configured plan (a new
+        ``trainer.max_epochs``), keeping its progress (:mod:`dermlit.optim.replan`)."""
+        schedulers = module.lr_schedulers()
+        if self.scheduler is None or schedulers is None:
+            return
+        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+            replan(scheduler, self.scheduler)
 
     def state_dict(self) -> dict[str, Any]:
         """Update-rule state beyond the base optimizer (e.g. LookSAM's g_v); checkpointed by
