@@ -44,6 +44,17 @@ def ema_decay(
     return max(min(warm, decay), min_decay)
 
 
+def paired_tensors(average: torch.nn.Module, current: torch.nn.Module):
+    """``(averaged, current)`` tensor pairs matched by NAME. The average is copied in the
+    callback's ``setup``, before ``DermClassifier.setup`` builds the loss from the class counts,
+    so the module can hold tensors the copy lacks (a weighted loss's ``criterion.weight``):
+    pairing by position would misalign or fail."""
+    named = dict(itertools.chain(current.named_parameters(), current.named_buffers()))
+    for name, tensor in itertools.chain(average.named_parameters(), average.named_buffers()):
+        if name in named:
+            yield tensor, named[name]
+
+
 class EMA(WeightAveraging):
     """``callbacks=ema``: exponential moving average with warmup, validated beside the raw model.
 
@@ -118,12 +129,8 @@ class EMA(WeightAveraging):
     @torch.no_grad()
     def _follow_module(self, pl_module: L.LightningModule) -> None:
         assert self._average_model is not None
-        average = itertools.chain(
-            self._average_model.module.parameters(), self._average_model.module.buffers()
-        )
-        current = itertools.chain(pl_module.parameters(), pl_module.buffers())
         kept = None if self._device is None else torch.device(self._device)  # EMA(device=...)
-        for a, c in zip(average, current, strict=True):
+        for a, c in paired_tensors(self._average_model.module, pl_module):
             device = kept or c.device
             if a.dtype != c.dtype or a.device != device:
                 a.data = a.data.to(device=device, dtype=c.dtype)
@@ -135,11 +142,7 @@ class EMA(WeightAveraging):
     @torch.no_grad()
     def _copy_current_to_average(self, pl_module: L.LightningModule) -> None:
         assert self._average_model is not None
-        average = itertools.chain(
-            self._average_model.module.parameters(), self._average_model.module.buffers()
-        )
-        current = itertools.chain(pl_module.parameters(), pl_module.buffers())
-        for a, c in zip(average, current, strict=True):
+        for a, c in paired_tensors(self._average_model.module, pl_module):
             a.copy_(c)
 
     def _average_or_current(self, pl_module: L.LightningModule):
