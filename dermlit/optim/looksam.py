@@ -48,7 +48,7 @@ class LookSAM(SAM):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._g_v = state.get("g_v")
 
-    def step(
+    def sharpness_step(
         self, module: DermClassifier, images: Tensor, targets: Tensor, batch_idx: int
     ) -> Tensor:
         opt = module.optimizers()
