@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import glob
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,7 +126,8 @@ def run_dirs(spec: str) -> list[Path]:
 
 def run_seed(path: Path, seed_key: str = "seed") -> str:
     """The run's ``seed_key`` (dotted, e.g. ``data.split_seed``) from .hydra/config.yaml, or
-    from .hydra/overrides.yaml when the config lacks it."""
+    from .hydra/overrides.yaml when the config lacks it; for a run copied without .hydra/ (e.g.
+    docs/results/<study>/<arm>/seed3/), the ``seed<k>`` of its directory name."""
     config_file, overrides_file = path / ".hydra/config.yaml", path / ".hydra/overrides.yaml"
     if config_file.is_file():
         node = yaml.safe_load(config_file.read_text()) or {}
@@ -138,9 +140,13 @@ def run_seed(path: Path, seed_key: str = "seed") -> str:
             key, _, value = str(override).partition("=")
             if key.lstrip("+~") == seed_key:
                 return value
+    named = re.fullmatch(r"seed(\d+)", path.name)
+    if named and not (config_file.is_file() or overrides_file.is_file()):
+        return named.group(1)
     raise GroupError(
         f"no {seed_key!r} for run {path}: neither .hydra/config.yaml nor .hydra/overrides.yaml "
-        "names it (runs are paired by seed; --seed-key names another config key)"
+        "names it, nor is the directory called seed<k> (runs are paired by seed; --seed-key "
+        "names another config key)"
     )
 
 

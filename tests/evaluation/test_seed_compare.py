@@ -217,6 +217,21 @@ def test_unpaired_and_repeated_seeds(groups, tmp_path, capsys):
     assert f"no 'seed' for run {b / '3'}" in capsys.readouterr().err
 
 
+def test_runs_copied_without_hydra_are_paired_by_their_seed_directory(groups, tmp_path):
+    """The committed layout docs/results/<study>/<arm>/seed<k>/ keeps only the result files."""
+    for name, group in zip("ab", groups, strict=True):
+        for seed in range(3):
+            copy = tmp_path / "docs" / name / f"seed{seed}"
+            copy.mkdir(parents=True)
+            (copy / "predictions.csv").write_bytes(
+                (group / str(seed) / "predictions.csv").read_bytes()
+            )
+    a, b = (load_group(str(tmp_path / "docs" / n)) for n in "ab")
+    assert [r.seed for r in a.runs] == ["0", "1", "2"]
+    result = compare_groups(a, b, n_resamples=50)
+    assert result["metrics"]["accuracy"]["mean_delta"] == pytest.approx(0.25)
+
+
 def test_bad_group_specs_are_refused_with_the_path(groups, tmp_path, capsys):
     a, b = groups
     assert cli(["compare", str(a), str(b / "0")]) == 2
