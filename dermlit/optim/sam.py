@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from dermlit.errors import InputError
 from dermlit.optim.base import Optimization
 
 if TYPE_CHECKING:
@@ -216,7 +217,8 @@ class SAM(Optimization):
 
 
 def check_start(start: object) -> None:
-    """Refuse a late-phase ``optim.start`` that is neither None, an epoch nor a fraction."""
+    """Refuse a late-phase ``optim.start`` that is neither None, an epoch nor a fraction
+    (``InputError``: dermlit-train prints the message, no traceback)."""
     if start is None:
         return
     hint = (
@@ -224,12 +226,12 @@ def check_start(start: object) -> None:
         "the epochs), an integer epoch (e.g. 12), or null (SAM throughout)"
     )
     if isinstance(start, bool) or not isinstance(start, int | float):
-        raise ValueError(f"{hint}; got {start!r}")
+        raise InputError(f"{hint}; got {start!r}")
     if isinstance(start, float) and not 0.0 <= start < 1.0:
         extra = " (1.0 would run no SAM step at all: use the base optimizer)" if start == 1 else ""
-        raise ValueError(f"{hint}; got {start!r}{extra}")
+        raise InputError(f"{hint}; got {start!r}{extra}")
     if isinstance(start, int) and start < 0:
-        raise ValueError(f"{hint}; got {start!r}")
+        raise InputError(f"{hint}; got {start!r}")
 
 
 def sam_start_epoch(start: float | int | None, max_epochs: int | None) -> int:
@@ -240,13 +242,13 @@ def sam_start_epoch(start: float | int | None, max_epochs: int | None) -> int:
         return 0
     if isinstance(start, float):
         if max_epochs is None or max_epochs < 1:
-            raise ValueError(
+            raise InputError(
                 f"optim.start={start} is a fraction of trainer.max_epochs, which is not set "
                 f"({max_epochs}): give the epoch at which SAM starts (an integer) instead"
             )
         return math.floor(start * max_epochs + _FRACTION_EPS)
     if max_epochs is not None and max_epochs >= 1 and start >= max_epochs:
-        raise ValueError(
+        raise InputError(
             f"optim.start={start} is an epoch, but training stops after trainer.max_epochs="
             f"{max_epochs} (epochs 0-{max_epochs - 1}): SAM would never run; use a smaller "
             "epoch or a fraction such as 0.8"

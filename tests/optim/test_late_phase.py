@@ -16,6 +16,7 @@ from torch import nn
 
 from dermlit.callbacks import EMA
 from dermlit.config import CONF_DIR
+from dermlit.errors import InputError
 from dermlit.optim import SAM, ImbSAM, LookSAM, Optimization
 from dermlit.optim.sam import sam_start_epoch
 from optim.helpers import TinyMLP, classifier, images_and_targets, loader, preprocess, sgd, trainer
@@ -54,15 +55,16 @@ def test_start_epoch_of_fractions_and_integers(start, max_epochs, epoch):
     ],
 )
 def test_start_outside_the_valid_range_is_refused(start, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(InputError, match=message):
         SAM(optimizer=sgd(), start=start)
 
 
 def test_start_sam_would_never_reach_is_refused_when_training_starts():
+    """InputError: dermlit-train prints the message and exits 2 (dermlit.hydra_callbacks)."""
     images, targets = images_and_targets(16)
-    with pytest.raises(ValueError, match=r"optim.start=3 is an epoch.*max_epochs=3.*never run"):
+    with pytest.raises(InputError, match=r"optim.start=3 is an epoch.*max_epochs=3.*never run"):
         trainer(max_epochs=3).fit(classifier(SAM(sgd(), start=3)), loader(images, targets))
-    with pytest.raises(ValueError, match=r"fraction of trainer.max_epochs, which is not set"):
+    with pytest.raises(InputError, match=r"fraction of trainer.max_epochs, which is not set"):
         trainer(max_epochs=-1, max_steps=4).fit(
             classifier(SAM(sgd(), start=0.5)), loader(images, targets)
         )
