@@ -1,20 +1,26 @@
-"""Time per training step of AdamW, SAM, ASAM, LookSAM(k=5), ImbSAM and EMA on/off, measured
-side by side: same model, batch and machine, the configurations interleaved round by round.
+"""Time per training step of AdamW, SAM, ASAM, LookSAM(k=5), ImbSAM, late-phase SAM and EMA
+on/off, measured side by side: same model, batch and machine, interleaved round by round.
 
-    python benchmarks/optim_overhead.py                         # CPU, resnet18 at 32 px, < 3 min
+    python benchmarks/optim_overhead.py                         # CPU, resnet18 at 32 px, < 4 min
     python benchmarks/optim_overhead.py --accelerator gpu --image-size 224 --batch-size 64 \\
         --precision bf16-mixed --rounds 5                       # the GPU figures
 
 A step is timed from ``on_train_batch_start`` to the end of ``on_train_batch_end`` (the EMA
 update included, data loading excluded). Each fit runs ``--warmup`` untimed steps, then a
-multiple of k=5 timed steps (any 5 consecutive steps hold one full LookSAM step); the table shows the
-median over rounds of each fit's mean step time, and its ratio to AdamW's.
+multiple of k=5 timed steps (any 5 consecutive steps hold one full LookSAM step); the table shows
+the median over rounds of each fit's mean step time, and its ratio to AdamW's.
+
+Late-phase SAM (``optim.start``) is timed as one fit of two epochs with SAM from epoch 1, so both
+phases run through the real gate; its whole-run overhead is then
+``(e0 * plain + (E - e0) * sam) / (E * adamw)`` for a run of ``--epochs`` E switching at
+``e0 = floor(--late-start * E)`` (validation and data loading not counted).
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import math
 import statistics
 import time
 
@@ -32,6 +38,10 @@ ADAMW = functools.partial(torch.optim.AdamW, lr=1e-3, weight_decay=0.05)
 TAIL = ["akiec", "df", "vasc"]
 
 
+#: the late-phase configuration: epoch 0 plain steps, epoch 1 SAM (two timed epochs)
+LATE = "sam(late)"
+
+
 def configurations() -> dict[str, tuple[callable, bool]]:
     """name -> (Optimization factory, EMA on)."""
     return {
@@ -40,14 +50,18 @@ def configurations() -> dict[str, tuple[callable, bool]]:
         "sam": (lambda: SAM(ADAMW, rho=0.05), False),
         "asam": (lambda: SAM(ADAMW, rho=0.5, adaptive=True), False),
         "looksam(k=5)": (lambda: LookSAM(ADAMW, rho=0.05, k=5), False),
+        "looksam(k=5,global)": (lambda: LookSAM(ADAMW, rho=0.05, k=5, layerwise=False), False),
         "imbsam": (lambda: ImbSAM(ADAMW, rho=0.05, tail_classes=TAIL), False),
         "sam+ema": (lambda: SAM(ADAMW, rho=0.05), True),
+        LATE: (lambda: SAM(ADAMW, rho=0.05, start=1), False),
     }
 
 
 class StepTimer(Callback):
+    """Step times per epoch, the first ``warmup`` steps of each epoch left out."""
+
     def __init__(self, warmup: int) -> None:
-        self.warmup, self.times, self._t0 = warmup, [], 0.0
+        self.warmup, self.times, self._t0 = warmup, {}, 0.0
 
     def _sync(self, module) -> None:
         if module.device.type == "cuda":
@@ -60,10 +74,11 @@ class StepTimer(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._sync(pl_module)
         if batch_idx >= self.warmup:
-            self.times.append(time.perf_counter() - self._t0)
+            self.times.setdefault(trainer.current_epoch, []).append(time.perf_counter() - self._t0)
 
 
-def time_one(name: str, args, data: DataLoader) -> float:
+def time_one(name: str, args, data: DataLoader) -> list[float]:
+    """The mean step time of each epoch (one epoch; two for the late-phase configuration)."""
     make_optim, ema = configurations()[name]
     torch.manual_seed(0)
     model = DermClassifier(create_backbone(args.model), optim=make_optim(), channels_last=args.gpu)
@@ -73,7 +88,7 @@ def time_one(name: str, args, data: DataLoader) -> float:
         accelerator=args.accelerator,
         devices=1,
         precision=args.precision,
-        max_epochs=1,
+        max_epochs=2 if name == LATE else 1,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -82,7 +97,7 @@ def time_one(name: str, args, data: DataLoader) -> float:
         num_sanity_val_steps=0,
     )
     trainer.fit(model, data)
-    return statistics.fmean(timer.times)
+    return [statistics.fmean(timer.times[e]) for e in sorted(timer.times)]
 
 
 def main() -> None:
@@ -96,6 +111,8 @@ def main() -> None:
     p.add_argument("--cycles", type=int, default=1, help="timed steps = 5 * cycles")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--only", nargs="*", default=None, help="a subset of the configurations")
+    p.add_argument("--late-start", type=float, default=0.8, help="late-phase SAM's optim.start")
+    p.add_argument("--epochs", type=int, default=15, help="the run the late phase is a part of")
     args = p.parse_args()
     args.gpu = args.accelerator in ("gpu", "cuda")
     L.seed_everything(0, verbose=False)
@@ -106,10 +123,17 @@ def main() -> None:
     names = args.only or list(configurations())
     if "adamw" not in names:
         names.insert(0, "adamw")
-    results: dict[str, list[float]] = {name: [] for name in names}
+    results: dict[str, list[float]] = {name: [] for name in names if name != LATE}
+    if LATE in names:
+        results |= {f"{LATE}: plain phase": [], f"{LATE}: SAM phase": []}
     for r in range(args.rounds):
         for name in names:  # interleaved: drifts in machine load hit every configuration
-            results[name].append(time_one(name, args, data))
+            times = time_one(name, args, data)
+            if name == LATE:
+                results[f"{LATE}: plain phase"].append(times[0])
+                results[f"{LATE}: SAM phase"].append(times[1])
+            else:
+                results[name].append(times[0])
         print(f"round {r + 1}/{args.rounds} done", flush=True)
     base = statistics.median(results["adamw"])
     device = torch.cuda.get_device_name() if args.gpu else f"CPU x{torch.get_num_threads()}"
@@ -119,12 +143,28 @@ def main() -> None:
     )
     print("| update | ms/step (median) | min-max over rounds | ratio to AdamW |")
     print("|---|---:|---:|---:|")
-    for name in names:
+    for name in results:
         times = [1000 * t for t in results[name]]
         med = statistics.median(times)
         print(
             f"| {name} | {med:.1f} | {min(times):.1f}-{max(times):.1f} | {med / (1000 * base):.2f}x |"
         )
+    if LATE in names:
+        plain = statistics.median(results[f"{LATE}: plain phase"]) / base
+        sam = statistics.median(results[f"{LATE}: SAM phase"]) / base
+        print("\n" + late_phase_line(plain, sam, args.late_start, args.epochs))
+
+
+def late_phase_line(plain: float, sam: float, start: float, epochs: int) -> str:
+    """The whole-run overhead of late-phase SAM from its two measured per-step ratios."""
+    e0 = math.floor(start * epochs + 1e-9)  # as dermlit.optim.sam.sam_start_epoch
+    share = (epochs - e0) / epochs
+    effective = (1 - share) * plain + share * sam
+    return (
+        f"late-phase SAM, optim.start={start} of {epochs} epochs: SAM in epochs {e0}-{epochs - 1} "
+        f"({100 * share:.0f} % of the steps); whole-run step-time ratio to AdamW = "
+        f"{1 - share:.2f} x {plain:.2f} + {share:.2f} x {sam:.2f} = {effective:.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -17,6 +17,10 @@ them says how little a few seeds pin the mean down. A metric that is null in a j
 metrics.json (e.g. the melanoma recall of a test split without melanoma) is left out of that
 metric's mean only. A configuration is labelled by the overrides that differ between jobs; the
 ones all jobs share are printed once above the table.
+
+The summary ends with one ``dermlit compare --groups`` command per configuration against the
+``(defaults)`` row (or, without one, the best row): the effect over seeds with an interval that
+also counts test-image sampling (:mod:`dermlit.evaluation.seed_compare`).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shlex
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -241,6 +246,17 @@ def to_markdown(
         counts = [str(row[k]) for k in ("n_seeds", "n_failed", "n_unfinished")]
         cells = [f"`{row['configuration']}`", *counts]
         lines.append("| " + " | ".join(cells + [cell(row, k) for k in METRICS]) + " |")
+    commands = compare_commands(table, jobs)
+    if commands:
+        lines += [
+            "",
+            "## Effects over seeds",
+            "",
+            "Each configuration against "
+            f"`{commands[0][1]}`, paired by seed (test-image sampling counted too):",
+            "",
+        ]
+        lines += [f"- `{label}`: `{command}`" for label, _, command in commands]
     failed = [j for j in jobs if j.failed]
     lines += ["", f"## Failed jobs: {len(failed)} of {len(jobs)}", ""]
     lines += [
@@ -259,6 +275,27 @@ def to_markdown(
             for j in unfinished
         ]
     return "\n".join(lines) + "\n"
+
+
+def compare_commands(table: pd.DataFrame, jobs: Sequence[Job]) -> list[tuple[str, str, str]]:
+    """``(configuration, reference, command)``: ``dermlit compare --groups`` of each
+    configuration against the ``(defaults)`` row, or the best row when there is none, for
+    configurations with >= 2 finished runs that wrote predictions.csv."""
+    labels, _ = configuration_labels(jobs)
+    dirs: dict[str, list[str]] = {}
+    for job, label in zip(jobs, labels, strict=True):
+        if not job.failed and (job.path / "predictions.csv").is_file():
+            dirs.setdefault(label, []).append(str(job.path))
+    order = [c for c in table["configuration"] if len(dirs.get(c, [])) >= 2]
+    if len(order) < 2:
+        return []
+    reference = "(defaults)" if "(defaults)" in order else order[0]
+    group = lambda c: shlex.quote(",".join(dirs[c]))  # noqa: E731
+    return [
+        (c, reference, f"dermlit compare --groups {group(c)} {group(reference)}")
+        for c in order
+        if c != reference
+    ]
 
 
 def plot(table: pd.DataFrame, jobs: Sequence[Job], path: Path, confidence: float = 0.95) -> None:

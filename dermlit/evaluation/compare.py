@@ -3,6 +3,9 @@
 Paired bootstrap (both models scored on the same stratified resamples) of every headline
 metric, and McNemar's test on per-image correctness. Runs whose test sets differ are refused
 with the difference named: a paired comparison on different images would be meaningless.
+
+``dermlit compare --groups A B`` (or two folders that each hold several runs) compares two
+configurations over training seeds: :mod:`dermlit.evaluation.seed_compare`.
 """
 
 from __future__ import annotations
@@ -181,17 +184,44 @@ def _json(value):
         return None
     if isinstance(value, dict):
         return {k: _json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json(v) for v in value]
     return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = __doc__.splitlines()[0]
-    parser.add_argument("run_a", help="run directory or predictions.csv of model A")
-    parser.add_argument("run_b", help="run directory or predictions.csv of model B")
+    parser.epilog = (
+        "Over seeds: dermlit compare --groups 'multirun/sam' 'multirun/base' (each GROUP: a "
+        "multirun folder, a folder of run dirs, a quoted glob, or a comma-separated list of "
+        "run dirs; runs are paired by seed)."
+    )
+    parser.add_argument("run_a", nargs="?", help="run directory or predictions.csv of model A")
+    parser.add_argument("run_b", nargs="?", help="run directory or predictions.csv of model B")
+    parser.add_argument(
+        "--groups",
+        nargs=2,
+        metavar=("GROUP_A", "GROUP_B"),
+        help="compare two groups of runs over training seeds (instead of RUN_A RUN_B)",
+    )
+    parser.add_argument(
+        "--seed-key", default="seed", help="groups: the config key runs are paired by"
+    )
+    parser.add_argument(
+        "--allow-unpaired",
+        action="store_true",
+        help="groups: leave out (and list) runs whose seed is not in the other group",
+    )
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--alpha", type=float, default=0.05)
-    parser.add_argument("--metrics", nargs="+", default=list(HEADLINE), metavar="METRIC")
+    parser.add_argument(
+        "--metrics",
+        nargs="+",
+        default=None,
+        metavar="METRIC",
+        help="default: the headline metrics (groups: and every class's recall)",
+    )
     parser.add_argument(
         "--predictions-are",
         choices=PREDICTIONS_ARE,
@@ -207,28 +237,73 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def group_mode(args: argparse.Namespace) -> bool:
+    """``--groups``, or RUN_A and RUN_B both folders of several runs (e.g. two multiruns)."""
+    from dermlit.evaluation.seed_compare import holds_runs
+
+    if args.groups:
+        if args.run_a or args.run_b:
+            raise ValueError("give either RUN_A RUN_B or --groups GROUP_A GROUP_B, not both")
+        return True
+    if not (args.run_a and args.run_b):
+        raise ValueError("give RUN_A and RUN_B (runs or predictions.csv), or --groups A B")
+    a, b = holds_runs(Path(args.run_a)), holds_runs(Path(args.run_b))
+    if a != b:
+        group, single = (args.run_a, args.run_b) if a else (args.run_b, args.run_a)
+        raise ValueError(
+            f"{group} holds several runs but {single} does not: compare two runs, or two "
+            "groups of runs paired by seed (--groups GROUP_A GROUP_B)"
+        )
+    return a
+
+
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from dermlit.evaluation import seed_compare
+
     try:
-        a, b = (Predictions.load(p, args.predictions_are) for p in (args.run_a, args.run_b))
-        result = compare(a, b, args.resamples, args.seed, args.alpha, tuple(args.metrics))
+        groups = group_mode(args)
+        if groups:
+            specs = args.groups or [args.run_a, args.run_b]
+            a, b = (seed_compare.load_group(s, args.seed_key, args.predictions_are) for s in specs)
+            metrics = tuple(args.metrics or seed_compare.GROUP_METRICS)
+            result = seed_compare.compare_groups(
+                a, b, args.resamples, args.seed, args.alpha, metrics, args.allow_unpaired
+            )
+        else:
+            a, b = (Predictions.load(p, args.predictions_are) for p in (args.run_a, args.run_b))
+            metrics = tuple(args.metrics or HEADLINE)
+            result = compare(a, b, args.resamples, args.seed, args.alpha, metrics)
     except (TestSetMismatch, FileNotFoundError, KeyError, ValueError) as err:
         print(f"dermlit compare: {err}", file=sys.stderr)
         return 2
-    table = Table(title=f"A = {a.name}\nB = {b.name}")
-    for col in COLUMNS:
-        table.add_column(col)
-    for row in rows(result):
-        table.add_row(*row)
-    console = Console(width=140)
-    console.print(table)
-    mc = result["mcnemar"]
-    console.print(
-        f"McNemar (accuracy): only A correct {mc['only_a_correct']}, only B correct "
-        f"{mc['only_b_correct']}, p = {mc['p_value']:.4g}"
-    )
+    console = Console(width=160)
+    if groups:
+        table = Table(title=f"A = {result['a']}\nB = {result['b']}", caption=None)
+        for col in seed_compare.COLUMNS:
+            table.add_column(col)
+        for row in seed_compare.rows(result):
+            table.add_row(*row)
+        console.print(table)
+        console.print(seed_compare.method_line(result))
+        if result["left_out"]:
+            console.print("Unpaired, left out: " + "; ".join(result["left_out"]))
+        to_markdown = seed_compare.markdown
+    else:
+        table = Table(title=f"A = {a.name}\nB = {b.name}")
+        for col in COLUMNS:
+            table.add_column(col)
+        for row in rows(result):
+            table.add_row(*row)
+        console.print(table)
+        mc = result["mcnemar"]
+        console.print(
+            f"McNemar (accuracy): only A correct {mc['only_a_correct']}, only B correct "
+            f"{mc['only_b_correct']}, p = {mc['p_value']:.4g}"
+        )
+        to_markdown = markdown
     if args.out is not None:
         out: Path = args.out
         targets = {".md": [out], ".json": [out]}.get(out.suffix)
@@ -238,7 +313,7 @@ def run(args: argparse.Namespace) -> int:
         for path in targets:
             path.parent.mkdir(parents=True, exist_ok=True)
             if path.suffix == ".md":
-                path.write_text(markdown(result))
+                path.write_text(to_markdown(result))
             else:
                 path.write_text(json.dumps(_json(result), indent=2) + "\n")
             console.print(f"wrote {path}")

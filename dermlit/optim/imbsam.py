@@ -77,7 +77,7 @@ class ImbSAM(SAM):
         self._is_tail[[CLASS_TO_INDEX[c] for c in tail]] = True
         return super().configure(module)
 
-    def step(
+    def sharpness_step(
         self, module: DermClassifier, images: Tensor, targets: Tensor, batch_idx: int
     ) -> Tensor:
         opt = module.optimizers()

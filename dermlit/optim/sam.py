@@ -6,6 +6,13 @@ gradient there and applies THAT gradient to w with the base optimizer. ASAM (Kwo
 ICML 2021, arXiv:2102.11600) makes the ball scale-invariant: e = rho * w^2 g / || |w| g ||.
 The update matches davda54/sam and ``pytorch_optimizer.SAM`` (tested against the latter).
 
+Late-phase SAM (``optim.start``): Zhou et al., "Sharpness-Aware Minimization Efficiently Selects
+Flatter Minima Late in Training" (ICLR 2025, arXiv:2410.10373) find that switching from the base
+optimizer to SAM for the last few epochs gives nearly the generalisation and flatness of SAM
+throughout, at a fraction of its cost. Before ``start`` every variant takes plain steps (one
+forward-backward); the phase is a pure function of the epoch and ``trainer.max_epochs``, so a
+resumed run switches exactly where an uninterrupted one does.
+
 Why not a SAM ``torch.optim.Optimizer`` wrapper: calling its ``first_step/second_step``
 through Lightning's optimizer wrapper never reaches ``step()``, so ``global_step`` stalls
 (Lightning #16143, #17167), and the wrapper's ``state_dict`` would hide the base optimizer's
@@ -15,6 +22,8 @@ SAM update ends in exactly one ``opt.step()`` through the wrapper.
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,13 +33,18 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from dermlit.errors import InputError
 from dermlit.optim.base import Optimization
 from dermlit.optim.guard import SECOND_PASS
 
 if TYPE_CHECKING:
     from dermlit.models.classifier import DermClassifier
 
+log = logging.getLogger(__name__)
+
 FP16_PRECISIONS = ("16-mixed", "16", "16-mixed-amp")
+#: tolerance of the fraction -> epoch conversion (0.57 * 100 is 56.99999999999999)
+_FRACTION_EPS = 1e-9
 
 
 @contextmanager
@@ -86,6 +100,11 @@ class SAM(Optimization):
     sync_perturbation: under DDP, all-reduce the first gradient too (one perturbation for all
         devices). Default False: each device perturbs with its own gradient, as in the paper
         (m-sharpness), which also saves one all-reduce per step.
+    start: late-phase SAM. ``None`` (or 0): the sharpness-aware update from the first step. A
+        float in (0, 1): the fraction of ``trainer.max_epochs`` after which SAM starts, at epoch
+        ``floor(start * max_epochs)`` (so at least the last ``1 - start`` of the epochs are
+        SAM); an int: the (0-based) epoch at which SAM starts. Epochs before it take plain base
+        optimizer steps. 1.0 (no SAM step at all) and an epoch >= max_epochs are refused.
 
     Gradient accumulation (``accumulate_grad_batches=k``): SAM over the effective batch of k
     micro-batches. The first-pass gradients of the k batches are summed, ONE perturbation is
@@ -98,6 +117,7 @@ class SAM(Optimization):
     rho: float = 0.05
     adaptive: bool = False
     sync_perturbation: bool = False
+    start: float | int | None = None
     eps: float = 1e-12
     _window: list[tuple[int, Tensor, Tensor]] = field(default_factory=list, init=False, repr=False)
 
@@ -105,10 +125,23 @@ class SAM(Optimization):
         super().__post_init__()
         if self.rho <= 0:
             raise ValueError(f"optim.rho must be > 0, got {self.rho}")
+        check_start(self.start)
 
     def configure(self, module: DermClassifier) -> dict:
         refuse_fp16(module, type(self).__name__)
+        self.start_epoch(module.trainer.max_epochs)  # refuses a start SAM would never reach
         return super().configure(module)
+
+    # ------------------------------------------------------------------ late phase
+    def start_epoch(self, max_epochs: int | None) -> int:
+        """The first epoch of the sharpness-aware phase, for a run of ``max_epochs``."""
+        return sam_start_epoch(self.start, max_epochs)
+
+    def sam_active(self, module: DermClassifier) -> bool:
+        """A pure function of the (restored) epoch and ``trainer.max_epochs``."""
+        if not self.start:
+            return True
+        return module.current_epoch >= self.start_epoch(module.trainer.max_epochs)
 
     # ------------------------------------------------------------------ maths
     @torch.no_grad()
@@ -138,6 +171,29 @@ class SAM(Optimization):
     def step(
         self, module: DermClassifier, images: Tensor, targets: Tensor, batch_idx: int
     ) -> Tensor:
+        """A plain base-optimizer step before ``start``, the sharpness-aware update after."""
+        active = self.sam_active(module)
+        if self.start:
+            if (
+                active
+                and batch_idx == 0
+                and module.current_epoch == self.start_epoch(module.trainer.max_epochs)
+            ):
+                log.info(
+                    "epoch %d: %s starts (optim.start=%s)",
+                    module.current_epoch,
+                    type(self).__name__,
+                    self.start,
+                )
+            module.log("train/sam_phase", float(active), on_step=False, on_epoch=True)
+        if not active:
+            return Optimization.step(self, module, images, targets, batch_idx)
+        return self.sharpness_step(module, images, targets, batch_idx)
+
+    def sharpness_step(
+        self, module: DermClassifier, images: Tensor, targets: Tensor, batch_idx: int
+    ) -> Tensor:
+        """SAM/ASAM, with gradient accumulation over ``accumulate_grad_batches`` batches."""
         opt = module.optimizers()
         k = self.accumulate_grad_batches
         last = self.is_update_batch(module, batch_idx)
@@ -162,3 +218,43 @@ class SAM(Optimization):
         self.restore(params, saved)
         self.finish_update(module, opt)
         return loss.detach()
+
+
+def check_start(start: object) -> None:
+    """Refuse a late-phase ``optim.start`` that is neither None, an epoch nor a fraction
+    (``InputError``: dermlit-train prints the message, no traceback)."""
+    if start is None:
+        return
+    hint = (
+        "optim.start is a fraction of training in [0, 1) (e.g. 0.8: SAM for the last 20 % of "
+        "the epochs), an integer epoch (e.g. 12), or null (SAM throughout)"
+    )
+    if isinstance(start, bool) or not isinstance(start, int | float):
+        raise InputError(f"{hint}; got {start!r}")
+    if isinstance(start, float) and not 0.0 <= start < 1.0:
+        extra = " (1.0 would run no SAM step at all: use the base optimizer)" if start == 1 else ""
+        raise InputError(f"{hint}; got {start!r}{extra}")
+    if isinstance(start, int) and start < 0:
+        raise InputError(f"{hint}; got {start!r}")
+
+
+def sam_start_epoch(start: float | int | None, max_epochs: int | None) -> int:
+    """``start`` as an epoch of a run of ``max_epochs``: a fraction is floored, so the SAM
+    phase holds at least ``1 - start`` of the epochs; refuses an epoch SAM would never reach."""
+    check_start(start)
+    if not start:
+        return 0
+    if isinstance(start, float):
+        if max_epochs is None or max_epochs < 1:
+            raise InputError(
+                f"optim.start={start} is a fraction of trainer.max_epochs, which is not set "
+                f"({max_epochs}): give the epoch at which SAM starts (an integer) instead"
+            )
+        return math.floor(start * max_epochs + _FRACTION_EPS)
+    if max_epochs is not None and max_epochs >= 1 and start >= max_epochs:
+        raise InputError(
+            f"optim.start={start} is an epoch, but training stops after trainer.max_epochs="
+            f"{max_epochs} (epochs 0-{max_epochs - 1}): SAM would never run; use a smaller "
+            "epoch or a fraction such as 0.8"
+        )
+    return start
