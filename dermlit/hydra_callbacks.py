@@ -6,7 +6,8 @@
   why; this writes the traceback next to the job's other files, where ``dermlit sweep-summary``
   lists it.
 - :class:`InputErrorExit`: Hydra prints a task's exception as a traceback; a
-  :class:`~dermlit.errors.InputError` (bad input the user can fix) is printed as its message.
+  :class:`~dermlit.errors.InputError` (bad input the user can fix) is printed as its message
+  (exit 2), a :class:`~dermlit.errors.RunFailure` (e.g. a non-finite update) too (exit 1).
 - :class:`OutputDirCheck`: an output directory that cannot be written is refused in one line
   before Hydra creates it (see :mod:`dermlit.output_dir`).
 """
@@ -21,7 +22,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from dermlit.errors import InputError, exit_with
+from dermlit.errors import RUN_FAILURE_EXIT, InputError, RunFailure, exit_with
 from dermlit.output_dir import output_dir_problem
 
 #: the file a failed job's traceback goes to, in its output directory
@@ -43,7 +44,8 @@ class JobErrorFile(Callback):
 
 class InputErrorExit(Callback):
     """A single run that failed with an :class:`InputError` ends with its message on stderr and
-    exit status 2, not Hydra's traceback (which :class:`JobErrorFile` keeps in error.log).
+    exit status 2, one with a :class:`RunFailure` with its message and exit status 1, not with
+    Hydra's traceback (which :class:`JobErrorFile` keeps in error.log).
 
     ``on_run_end`` is the last hook before Hydra re-raises the job's exception; raising
     SystemExit there is not swallowed (Hydra's callback runner catches ``Exception`` only)."""
@@ -59,6 +61,10 @@ class InputErrorExit(Callback):
         error = job_return._return_value
         if isinstance(error, InputError):
             exit_with(self.program, str(error))
+        if isinstance(error, RunFailure):
+            run_dir = OmegaConf.select(config, "hydra.runtime.output_dir") or config.hydra.run.dir
+            log = Path(run_dir) / ERROR_FILE
+            exit_with(self.program, f"{error} (traceback: {log})", RUN_FAILURE_EXIT)
 
 
 class OutputDirCheck(Callback):

@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
+from dermlit.errors import RunFailure
+
 if TYPE_CHECKING:
     from dermlit.models.classifier import DermClassifier
 
@@ -49,7 +51,7 @@ class LossRecord:
     loss: Tensor
 
 
-class NonFiniteUpdateError(FloatingPointError):
+class NonFiniteUpdateError(FloatingPointError, RunFailure):
     """A non-finite loss or gradient; the update was refused (``applied`` is False)."""
 
     def __init__(

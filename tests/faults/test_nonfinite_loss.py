@@ -222,3 +222,31 @@ def test_fp16_gradient_overflow_is_left_to_the_grad_scaler():
     torch.testing.assert_close(weights[1], weights[0], rtol=0, atol=0)  # step 2 skipped
     assert not torch.equal(weights[2], weights[1])  # and training went on
     assert all(torch.isfinite(w).all() for w in weights)
+
+
+def test_dermlit_train_ends_with_one_line_naming_the_batch(tmp_path, capsys):
+    """Through the entry point: a learning rate of 1e30 makes the second batch's loss NaN. The
+    run ends with exit status 1 (failed, not refused), one line on stderr naming the batch and
+    the refused step, the traceback in error.log and ``failed`` in status.json."""
+    from dermlit.train import main
+    from faults.fault_helpers import run_in_process
+
+    run_dir = tmp_path / "run"
+    status = run_in_process(
+        main,
+        "dermlit-train",
+        "optim.optimizer.lr=1e30",
+        "debug=limit",
+        "trainer.max_epochs=1",
+        "callbacks=none",
+        f"hydra.run.dir={run_dir}",
+    )
+    err = capsys.readouterr().err
+    assert status == 1, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("dermlit-train: non-finite training loss"), last
+    assert "at epoch 0, batch 1 of the epoch" in last and "was NOT applied" in last, last
+    assert f"traceback: {run_dir / 'error.log'}" in last, last
+    assert "Traceback" in (run_dir / "error.log").read_text()
+    assert '"state": "failed"' in (run_dir / "status.json").read_text()
