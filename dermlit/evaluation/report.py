@@ -212,6 +212,11 @@ def build_report(a: Analysis, out_dir: Path, title: str = "dermlit evaluation") 
     ref_cols = ["target", "defer by", "coverage", "threshold"]
     r.table(Table("referral", "coverage at the configured targets", _frame(ref, ref_cols)))
     r.figure("risk_coverage")
+
+    from dermlit.evaluation.report_sections import conformal_section, subgroup_section
+
+    conformal_section(r, a)
+    subgroup_section(r, a)
     return r
 
 
