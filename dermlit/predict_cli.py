@@ -24,6 +24,9 @@ from dermlit.inference.run import RunDecisions, load_decisions
 from dermlit.inference.table import prediction_table, write_table
 
 log = logging.getLogger(__name__)
+#: decode threads: on 2 cores a second thread only competes with the model's (measured by
+#: benchmarks/predict_throughput.py: 200x150 JPEGs decode at ~5000/s on one thread, 3600/s on two)
+DEFAULT_WORKERS = max(1, min(4, (os.cpu_count() or 1) // 2))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu | cuda (eager PyTorch only)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument(
-        "--workers", type=int, default=min(4, os.cpu_count() or 1), help="decoding threads"
+        "--workers",
+        type=int,
+        default=DEFAULT_WORKERS,
+        help=f"decoding threads (default {DEFAULT_WORKERS}: half the cores, at most 4)",
     )
     parser.add_argument("--html", type=Path, help="also write a gallery (thumbnail, top-3, ...)")
     parser.add_argument("--onnx", type=Path, help="run this `dermlit export` file instead")
