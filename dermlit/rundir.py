@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,6 +29,7 @@ from dermlit.evaluation.subgroups import DEFAULT_COLUMNS as METADATA_COLUMNS
 
 if TYPE_CHECKING:
     from dermlit.data.datamodule import DermDataModule
+    from dermlit.explain.review import ErrorExplanations
 
 HEADLINE = (
     "macro_f1",
@@ -131,6 +132,7 @@ def write_evaluation(
     title: str = "dermlit evaluation",
     posthoc: DecisionAdjustment | None = None,
     class_counts: list[int] | None = None,
+    explainer: Callable[..., ErrorExplanations | None] | None = None,
 ) -> Evaluation:
     """predictions.csv (and val_predictions.csv), metrics.json with bootstrap CIs and report/.
 
@@ -167,6 +169,9 @@ def write_evaluation(
         metadata=outputs.metadata,
     )
     analysis.metrics.update(selection)
+    if explainer is not None and analysis.n_labelled:
+        common = analysis.settings.common_classes
+        analysis.explanations = explainer(probs, outputs.targets, outputs.image_ids, common)
     write_metrics(out_dir / "metrics.json", analysis.metrics)
     report = write_report(analysis, out_dir / "report", title)
     return Evaluation(analysis.metrics, analysis, report)

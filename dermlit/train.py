@@ -19,6 +19,7 @@ from dermlit.config import CONF_DIR, register_resolvers
 from dermlit.distributed import distributed_job
 from dermlit.evaluation.analysis import EvalSettings
 from dermlit.evaluation.report import log_report_to_loggers
+from dermlit.explain.review import split_explainer
 from dermlit.loggers import close_loggers, log_flat_config
 from dermlit.resume import requeued_checkpoint, resumable
 from dermlit.rundir import HEADLINE, predict_split, print_summary, write_evaluation
@@ -112,6 +113,7 @@ def fit_and_test(
                 ),
                 posthoc=instantiate(cfg.posthoc) if cfg.get("posthoc") else None,
                 class_counts=datamodule.class_counts,
+                explainer=split_explainer(model, datamodule, "test"),
             )
             metrics = evaluation.metrics
             log_test_scalars(loggers, metrics, trainer.global_step)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -38,6 +39,9 @@ from dermlit.evaluation.decisions import (
 )
 from dermlit.evaluation.subgroups import DEFAULT_COLUMNS as SUBGROUP_COLUMNS
 from dermlit.evaluation.subgroups import MIN_SIZE, SubgroupResult, subgroup_metrics
+
+if TYPE_CHECKING:
+    from dermlit.explain.review import ErrorExplanations
 
 CALIBRATION = ("ece", "mce", "classwise_ece", "brier", "nll")
 #: suffix of the calibration metrics after temperature scaling (``test/ece_ts``)
@@ -150,6 +154,7 @@ class Analysis:
     roc_mel: tuple[np.ndarray, np.ndarray] | None = None
     conformal: ConformalEvaluation | None = None
     subgroups: SubgroupResult | None = None
+    explanations: ErrorExplanations | None = None  # Grad-CAM of errors (weights needed)
     notes: list[str] = field(default_factory=list)
 
     def key(self, name: str) -> str:

@@ -109,3 +109,26 @@ def subgroup_section(r: Report, a: Analysis) -> None:
     cols = ["column", "subgroup", "images", "flag", *SUBGROUP_SHOWN]
     pct = f"{100 * (1 - a.settings.alpha):.0f}%"
     r.table(Table("subgroups", f"per subgroup, value [{pct} CI]", pd.DataFrame(rows, columns=cols)))
+
+
+def explanation_section(r: Report, a: Analysis) -> None:
+    ex = a.explanations
+    if ex is None:
+        return
+    r.heading("Explanations of errors (Grad-CAM)")
+    r.text(
+        "Grad-CAM of the DECIDED class on the un-augmented input, for the rare classes called "
+        f"common ({', '.join(a.settings.common_classes)}) and then the most confident errors, "
+        f"{len(ex.image_ids)} images at most. A map off the lesion (border, ruler, hair, "
+        "vignette) points at a shortcut; benchmarks/saliency_in_lesion.py measures how much of "
+        "the map falls on the lesion."
+    )
+    rows = [
+        [i, t, p, f"{ex.probs[k, CLASSES.index(p)]:.3f}", kind]
+        for k, (i, t, p, kind) in enumerate(
+            zip(ex.image_ids, ex.truth, ex.predicted, ex.kinds, strict=True)
+        )
+    ]
+    cols = ["image", "true", "decided", "p(decided)", "kind"]
+    r.table(Table("explained_errors", "explained errors", pd.DataFrame(rows, columns=cols)))
+    r.figure("gradcam_errors")
