@@ -117,7 +117,8 @@ def explanation_section(r: Report, a: Analysis) -> None:
         return
     r.heading("Explanations of errors (Grad-CAM)")
     r.text(
-        "Grad-CAM of the DECIDED class on the un-augmented input, for the rare classes called "
+        f"Grad-CAM (at `{ex.layer}`) of the DECIDED class on the un-augmented input, for the "
+        "rare classes called "
         f"common ({', '.join(a.settings.common_classes)}) and then the most confident errors, "
         f"{len(ex.image_ids)} images at most. A map off the lesion (border, ruler, hair, "
         "vignette) points at a shortcut; benchmarks/saliency_in_lesion.py measures how much of "

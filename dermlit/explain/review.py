@@ -19,6 +19,8 @@ from torch import nn
 from dermlit.constants import CLASSES
 
 log = logging.getLogger(__name__)
+#: the Grad-CAM layer is the last feature stage with at least this many cells per side
+MIN_CAM_CELLS = 4
 #: images in the gallery: rare-called-common errors first, then the most confident others
 MAX_IMAGES = 12
 MAX_RARE = 6
@@ -35,6 +37,22 @@ class ErrorExplanations:
     predicted: list[str]
     probs: np.ndarray  # (n, 7) in CLASSES order
     kinds: list[str]  # "rare called common" | "confident error"
+    layer: str = ""  # the backbone module Grad-CAM used
+
+
+def cam_layer(backbone: nn.Module, image_size: int, min_cells: int = MIN_CAM_CELLS) -> str | None:
+    """The last timm feature stage whose map is at least ``min_cells`` wide at ``image_size``
+    (ResNet-18: ``layer4`` from 128 px, ``layer3`` at 64 px, ``layer2`` at 32 px), or None (the
+    default of ``saliency.target_layer``) for models without ``feature_info``. At 32 px input
+    ResNet's ``layer4`` is 1x1: its map is uniform, min-max scaled to all zeros."""
+    info = getattr(backbone, "feature_info", None)
+    stages = (
+        [f for f in info if "module" in f and "reduction" in f] if isinstance(info, list) else []
+    )
+    if not stages:
+        return None
+    fitting = [f for f in stages if image_size // int(f["reduction"]) >= min_cells]
+    return str((fitting or stages[:1])[-1]["module"])
 
 
 def select_errors(
@@ -96,8 +114,10 @@ class ErrorExplainer:
         pred = p.argmax(1)
         device = next(self.backbone.parameters()).device
         was_training = self.backbone.training
+        name = cam_layer(self.backbone, pixels.shape[1])
+        layer = None if name is None else self.backbone.get_submodule(name)
         try:
-            maps = grad_cam(self.backbone.cpu(), pixels, self.mean, self.std, pred.tolist())
+            maps = grad_cam(self.backbone.cpu(), pixels, self.mean, self.std, pred.tolist(), layer)
         finally:
             self.backbone.to(device).train(was_training)
         return ErrorExplanations(
@@ -108,6 +128,7 @@ class ErrorExplainer:
             predicted=[CLASSES[int(c)] for c in pred],
             probs=p,
             kinds=[k for _, k in chosen],
+            layer=name or "last Conv2d",
         )
 
 

@@ -139,3 +139,25 @@ def test_wandb_table_of_explained_errors(evaluated, monkeypatch) -> None:
     assert table.data[0][5][ex.predicted[0]] == pytest.approx(
         ex.probs[0, CLASSES.index(ex.predicted[0])], abs=1e-4
     )
+
+
+def test_cam_layer_keeps_at_least_four_cells() -> None:
+    import timm
+
+    from dermlit.explain.review import cam_layer
+
+    net = timm.create_model("resnet18", pretrained=False, num_classes=K)
+    assert [cam_layer(net, s) for s in (32, 64, 127, 128, 224)] == [
+        "layer2",
+        "layer3",
+        "layer3",
+        "layer4",
+        "layer4",
+    ]
+    assert cam_layer(tiny_cnn(), 32) is None  # no feature_info: saliency.target_layer decides
+    # the map at the chosen layer of a 32 px input is not uniform (layer4 would be 1x1)
+    from dermlit.explain.saliency import grad_cam
+
+    x = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    maps = grad_cam(net, x, (0.5,) * 3, (0.25,) * 3, [0, 1], net.get_submodule("layer2"))
+    assert (maps.std((1, 2)) > 0).all()
