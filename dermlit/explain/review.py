@@ -9,6 +9,7 @@ un-augmented image (TTA views are not explained one by one).
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -112,14 +113,16 @@ class ErrorExplainer:
         pixels = np.asarray(self.images(rows), dtype=np.uint8)
         p = np.asarray(probs)[rows]
         pred = p.argmax(1)
-        device = next(self.backbone.parameters()).device
-        was_training = self.backbone.training
-        name = cam_layer(self.backbone, pixels.shape[1])
-        layer = None if name is None else self.backbone.get_submodule(name)
+        # a float32 CPU copy: the trained module may be double (64-true), half, on a GPU or
+        # channels_last, and the run's own module is left untouched
+        backbone = copy.deepcopy(self.backbone).float().cpu()
+        name = cam_layer(backbone, pixels.shape[1])
+        layer = None if name is None else backbone.get_submodule(name)
         try:
-            maps = grad_cam(self.backbone.cpu(), pixels, self.mean, self.std, pred.tolist(), layer)
-        finally:
-            self.backbone.to(device).train(was_training)
+            maps = grad_cam(backbone, pixels, self.mean, self.std, pred.tolist(), layer)
+        except Exception as err:  # an optional gallery never costs the run its evaluation
+            log.warning("no Grad-CAM gallery: %s: %s", type(err).__name__, err, exc_info=True)
+            return None
         return ErrorExplanations(
             image_ids=[str(image_ids[i]) for i in rows],
             images=pixels,

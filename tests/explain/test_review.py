@@ -161,3 +161,17 @@ def test_cam_layer_keeps_at_least_four_cells() -> None:
     x = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
     maps = grad_cam(net, x, (0.5,) * 3, (0.25,) * 3, [0, 1], net.get_submodule("layer2"))
     assert (maps.std((1, 2)) > 0).all()
+
+
+def test_explainer_works_on_a_float64_module_and_leaves_it_alone() -> None:
+    """Under trainer.precision=64-true the trained backbone is double: explained on a copy."""
+    net = tiny_cnn().double()
+    pixels = np.random.default_rng(1).integers(0, 256, (6, 16, 16, 3), dtype=np.uint8)
+    targets = np.array([0, 1, 2, 3, 4, 5])
+    probs = one_hot_probs([NV] * 6, [0.9] * 6)
+    ex = ErrorExplainer(net, (0.5,) * 3, (0.25,) * 3, lambda rows: pixels[rows])(
+        probs, targets, [f"I{i}" for i in range(6)], ["nv"]
+    )
+    assert ex is not None and len(ex.image_ids) == 5  # the nv image is right
+    assert next(net.parameters()).dtype == torch.float64
+    assert all(p.grad is None for p in net.parameters())
