@@ -65,6 +65,10 @@ def onnx_runner(path: Path, decisions: RunDecisions) -> OnnxRunner:
 
 
 def predict(args: argparse.Namespace) -> tuple[Path, Predictions]:
+    if args.batch_size < 1 or args.workers < 1:
+        raise InputError(
+            f"--batch-size and --workers must be >= 1: {args.batch_size}, {args.workers}"
+        )
     decisions = load_decisions(args.run_dir)
     items = list_inputs(args.input, args.images)
     if args.onnx is not None:

@@ -120,7 +120,7 @@ def decode(path: Path, size: int) -> tuple[np.ndarray, str]:
             array = np.asarray(square_crop(img.convert("RGB"), size), dtype=np.uint8)
     except UnidentifiedImageError:
         raise ImageProblem(f"not an image PIL can read: {path.name}") from None
-    except (OSError, ValueError, SyntaxError) as err:  # truncated/corrupt
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         raise ImageProblem(f"cannot decode {path.name}: {type(err).__name__}: {err}") from None
     return array, note
 

@@ -169,6 +169,9 @@ def test_bad_input_is_one_clear_line(run, tmp_path: Path, capsys) -> None:
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("x")
     assert "no images" in refused(capsys, run_dir, tmp_path / "empty", "--out", out)
+    assert "--batch-size and --workers must be >= 1" in refused(
+        capsys, run_dir, images, "--out", out, "--batch-size", "0"
+    )
     pd.DataFrame({"file": ["a"]}).to_csv(tmp_path / "bad.csv", index=False)
     err = refused(capsys, run_dir, tmp_path / "bad.csv", "--images", images, "--out", out)
     assert "needs an 'image' column" in err
