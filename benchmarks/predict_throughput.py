@@ -116,7 +116,15 @@ def main() -> None:
     for name in runners:
         serial = median["decode serial"] / (median["decode serial"] + median[f"{name} no decode"])
         print(f"{name}: decode share (serial decode, no overlap) {serial:.0%}")
+    shares = [
+        median["decode serial"] / (median["decode serial"] + median[f"{k} no decode"])
+        for k in runners
+    ]
     ratio = median["eager with decode"] / median["onnx with decode"]
+    print(
+        f"targets: onnx at least as fast as eager: {'yes' if ratio >= 1 else 'NO'}; decoding at "
+        f"most half the time: {'yes' if max(shares) <= 0.5 else 'NO (use --workers > 1)'}"
+    )
     print(
         f"onnx / eager speed, with decode: {ratio:.2f}x; no decode: "
         f"{median['eager no decode'] / median['onnx no decode']:.2f}x"
