@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 from omegaconf import OmegaConf
 from sklearn.metrics import roc_curve
 
@@ -25,6 +27,7 @@ from dermlit.evaluation.calibration import (
     fit_temperature,
     reliability_curve,
 )
+from dermlit.evaluation.conformal import DEFAULT_ALPHA, ConformalEvaluation, evaluate_conformal
 from dermlit.evaluation.decisions import (
     SCORES,
     TARGET_METRICS,
@@ -34,6 +37,11 @@ from dermlit.evaluation.decisions import (
     decision_summary,
     risk_coverage,
 )
+from dermlit.evaluation.subgroups import DEFAULT_COLUMNS as SUBGROUP_COLUMNS
+from dermlit.evaluation.subgroups import MIN_SIZE, SubgroupResult, subgroup_metrics
+
+if TYPE_CHECKING:
+    from dermlit.explain.review import ErrorExplanations
 
 CALIBRATION = ("ece", "mce", "classwise_ece", "brier", "nll")
 #: suffix of the calibration metrics after temperature scaling (``test/ece_ts``)
@@ -92,6 +100,11 @@ class EvalSettings:
     seed: int = 0
     alpha: float = 0.05
     n_bins: int = N_BINS
+    #: miscoverage of the conformal sets (evaluation.conformal.alpha)
+    conformal_alpha: float = DEFAULT_ALPHA
+    #: metadata columns measured per subgroup, and the size below which a group is flagged
+    subgroup_columns: tuple[str, ...] = SUBGROUP_COLUMNS
+    subgroup_min_size: int = MIN_SIZE
 
     @classmethod
     def from_config(
@@ -102,6 +115,7 @@ class EvalSettings:
             return cls(n_resamples=n_resamples, seed=seed)
         unknown = set(node.get("common_classes", ())) - set(CLASSES)
         targets = dict(node.get("referral_targets", {}))
+        subgroups = node.get("subgroups") or {}
         bad_targets = set(targets) - set(TARGET_METRICS)
         if unknown or bad_targets:
             raise ValueError(
@@ -116,6 +130,9 @@ class EvalSettings:
             seed=seed,
             alpha=float(node.get("alpha", 0.05)),
             n_bins=int(node.get("n_bins", N_BINS)),
+            conformal_alpha=float((node.get("conformal") or {}).get("alpha", DEFAULT_ALPHA)),
+            subgroup_columns=tuple(subgroups.get("columns", SUBGROUP_COLUMNS)),
+            subgroup_min_size=int(subgroups.get("min_size", MIN_SIZE)),
         )
 
 
@@ -135,6 +152,9 @@ class Analysis:
     class_reliability: dict[str, list[ReliabilityCurve]] = field(default_factory=dict)
     risk_coverage: dict[str, RiskCoverage] = field(default_factory=dict)
     roc_mel: tuple[np.ndarray, np.ndarray] | None = None
+    conformal: ConformalEvaluation | None = None
+    subgroups: SubgroupResult | None = None
+    explanations: ErrorExplanations | None = None  # Grad-CAM of errors (weights needed)
     notes: list[str] = field(default_factory=list)
 
     def key(self, name: str) -> str:
@@ -166,11 +186,14 @@ def analyse(
     settings: EvalSettings | None = None,
     logits: np.ndarray | None = None,
     val: tuple[np.ndarray, np.ndarray] | None = None,
+    metadata: pd.DataFrame | None = None,
 ) -> Analysis:
     """Evaluate the labelled rows (``targets >= 0``) of one split.
 
     ``logits``: the model's logits for the rows (default: ``log(probs)``); ``val``: validation
-    ``(logits, targets)`` on which the temperature is fitted (no temperature scaling without).
+    ``(logits, targets)`` on which the temperature and the conformal thresholds are fitted (no
+    temperature scaling and no sets without); ``metadata``: one row per row of ``probs`` with
+    the subgroup columns (age, sex, localization) that the source has.
     """
     s = settings or EvalSettings()
     probs, targets = np.asarray(probs, dtype=np.float64), np.asarray(targets, dtype=np.int64)
@@ -217,6 +240,22 @@ def analyse(
                     m[f"{split}/{name}{TS}{key[len(name) :]}"] = value
         out.reliability["after"] = reliability_curve(decide.max(1), pred == t, s.n_bins)
         out.class_reliability["after"] = _class_curves(decide, t, s.n_bins)
+        # conformal sets from the probabilities dermlit predict outputs (temperature-scaled),
+        # calibrated on the validation split's, scaled alike
+        if keep.any():
+            val_probs = apply_temperature(val_logits[keep], out.temperature)
+            out.conformal = evaluate_conformal(
+                val_probs,
+                val_targets[keep],
+                decide,
+                t,
+                split,
+                s.conformal_alpha,
+                s.n_resamples,
+                s.seed,
+                s.alpha,
+            )
+            m.update(out.conformal.metrics)
     else:
         out.notes.append(
             "No validation predictions: temperature scaling skipped; decisions and referral "
@@ -241,6 +280,20 @@ def analyse(
             res = coverage_at_target(decide, t, float(target), metric, score, cost, CLASSES)
             m[f"{split}/referral_{score}_coverage_for_{metric}"] = res["coverage"]
             m[f"{split}/referral_{score}_threshold_for_{metric}"] = res["threshold"]
+
+    if metadata is not None and s.subgroup_columns:
+        out.subgroups = subgroup_metrics(
+            probs,
+            targets,
+            metadata.reset_index(drop=True),
+            split,
+            s.subgroup_columns,
+            min_size=s.subgroup_min_size,
+            n_resamples=s.n_resamples,
+            seed=s.seed,
+            ci_alpha=s.alpha,
+        )
+        m.update(out.subgroups.metrics)
 
     mel = t == CLASS_TO_INDEX["mel"]
     if mel.any() and not mel.all():

@@ -44,6 +44,7 @@ class Report:
     blocks: list = field(default_factory=list)
     tables: dict[str, Table] = field(default_factory=dict)
     images: dict[str, Path] = field(default_factory=dict)
+    explanations: object | None = None  # explain.review.ErrorExplanations, for the W&B table
 
     @property
     def markdown_path(self) -> Path:
@@ -212,6 +213,17 @@ def build_report(a: Analysis, out_dir: Path, title: str = "dermlit evaluation") 
     ref_cols = ["target", "defer by", "coverage", "threshold"]
     r.table(Table("referral", "coverage at the configured targets", _frame(ref, ref_cols)))
     r.figure("risk_coverage")
+
+    from dermlit.evaluation.report_sections import (
+        conformal_section,
+        explanation_section,
+        subgroup_section,
+    )
+
+    conformal_section(r, a)
+    subgroup_section(r, a)
+    explanation_section(r, a)
+    r.explanations = a.explanations
     return r
 
 
@@ -323,6 +335,10 @@ def log_report_to_loggers(loggers: Sequence, report: Report) -> None:
                 f"{prefix}/{stem}": wandb.Image(str(path), caption=FIGURES[stem][1])
                 for stem, path in report.images.items()
             }
+            if report.explanations is not None:
+                payload[f"{prefix}/explained_errors"] = explanation_table(
+                    wandb, report.explanations
+                )
             run.log(payload)
             artifact = wandb.Artifact(f"report-{run.id}-{report.split}", type="report")
             artifact.add_file(str(report.html_path))
@@ -334,3 +350,21 @@ def log_report_to_loggers(loggers: Sequence, report: Report) -> None:
             for stem, path in report.images.items():
                 image = np.asarray(Image.open(path).convert("RGB"))
                 logger.experiment.add_image(f"{prefix}/{stem}", image, dataformats="HWC")
+
+
+def explanation_table(wandb, ex) -> object:
+    """W&B table of the explained errors: image, overlay, truth, prediction, probabilities."""
+    columns = ["image_id", "image", "overlay", "truth", "prediction", "probabilities", "kind"]
+    rows = [
+        [
+            ex.image_ids[k],
+            wandb.Image(ex.images[k]),
+            wandb.Image(ex.overlays[k]),
+            ex.truth[k],
+            ex.predicted[k],
+            {c: round(float(p), 4) for c, p in zip(CLASSES, ex.probs[k], strict=True)},
+            ex.kinds[k],
+        ]
+        for k in range(len(ex.image_ids))
+    ]
+    return wandb.Table(columns=columns, data=rows)
