@@ -4,6 +4,7 @@ archived and committed as soon as it finishes (a replaced machine loses outputs/
 
     python benchmarks/sam_study.py run --seeds 0 1 2      # resumable: finished runs are skipped
     python benchmarks/sam_study.py index                  # rebuild docs/results/sam_study/runs.csv
+    python benchmarks/sam_study.py table                  # the README table: mean [t-interval]
 
 Arms: ``baseline``, ``ema`` (callbacks=ema), ``sam`` (optim=sam, SAM throughout), ``late_sam``
 (optim=sam optim.start=0.8: AdamW, then SAM for the last 20 % of epochs) and ``equal_time``:
@@ -141,6 +142,45 @@ def write_index() -> pd.DataFrame:
     return table
 
 
+TABLE_METRICS = (
+    "test/macro_f1",
+    "test/balanced_accuracy",
+    "test/ece",
+    "test/recall_mel",
+    "test/recall_bcc",
+    "test/recall_akiec",
+    "test/recall_df",
+    "test/recall_vasc",
+)
+
+
+def mean_interval(values: pd.Series) -> str:
+    """Mean over seeds with the 95 % t-interval (seed variance only: the per-run test-image
+    intervals are in each metrics.json, the paired deltas in ``dermlit compare --groups``)."""
+    from scipy import stats
+
+    values = values.dropna()
+    if len(values) < 2:
+        return f"{values.mean():.3f} (n={len(values)})"
+    half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / len(values) ** 0.5
+    return f"{values.mean():.3f} [{values.mean() - half:.3f}, {values.mean() + half:.3f}]"
+
+
+def table() -> str:
+    runs = write_index()
+    names = [m.removeprefix("test/") for m in TABLE_METRICS]
+    lines = [
+        "| arm | seeds | " + " | ".join(names) + " | wall time per run (mean) |",
+        "| --- | ---: | " + " | ".join("---" for _ in names) + " | ---: |",
+    ]
+    for arm in [a for a in ARMS if a in set(runs["arm"])]:
+        group = runs[runs["arm"] == arm]
+        cells = [mean_interval(group[m]) for m in TABLE_METRICS]
+        wall = group["wall_s"].mean() / 60
+        lines.append(f"| {arm} | {len(group)} | " + " | ".join(cells) + f" | {wall:.1f} min |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="action", required=True)
@@ -148,7 +188,11 @@ def main() -> None:
     run.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     run.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     sub.add_parser("index")
+    sub.add_parser("table")
     args = parser.parse_args()
+    if args.action == "table":
+        print(table())
+        return
     if args.action == "index":
         print(write_index().to_string(index=False))
         return
