@@ -8,8 +8,8 @@ archived and committed as soon as it finishes (a replaced machine loses outputs/
 
 Arms: ``baseline``, ``ema`` (callbacks=ema), ``sam`` (optim=sam, SAM throughout), ``late_sam``
 (optim=sam optim.start=0.8: AdamW, then SAM for the last 20 % of epochs) and ``equal_time``:
-the baseline given as many epochs as full SAM's wall time buys, the ratio measured on the
-first seed that has both (``sam`` / ``baseline`` wall time, rounded to whole epochs).
+the baseline given as many epochs as full SAM's run costs, the ratio measured on the first
+seed that has both (``sam`` / ``baseline`` CPU time, rounded to whole epochs).
 Compare afterwards with ``dermlit compare --groups docs/results/sam_study/<arm> ...``.
 """
 
@@ -59,11 +59,21 @@ def wall_s(dest: Path) -> float | None:
     return json.loads(path.read_text())["wall_s"] if path.is_file() else None
 
 
+def cpu_s(dest: Path) -> float | None:
+    path = dest / "time.json"
+    if not path.is_file():
+        return None
+    timing = json.loads(path.read_text())
+    return timing["user_s"] + timing["sys_s"]
+
+
 def equal_time_epochs() -> int | None:
+    """Epochs of the baseline that cost what full SAM's run cost. From CPU time (user + sys),
+    not wall time: on this shared machine a run's wall time depends on what else ran."""
     for base in sorted((RESULTS / "baseline").glob("seed*")):
         sam = RESULTS / "sam" / base.name
-        if wall_s(base) and wall_s(sam):
-            return round(EPOCHS * wall_s(sam) / wall_s(base))
+        if cpu_s(base) and cpu_s(sam):
+            return round(EPOCHS * cpu_s(sam) / cpu_s(base))
     return None
 
 
