@@ -27,7 +27,6 @@ from dermlit.config import CONF_DIR, checkpoint_name, register_resolvers
 from dermlit.constants import CLASSES
 from dermlit.errors import InputError
 from dermlit.eval_overrides import EVAL_DATA_KEYS
-from dermlit.evaluation.analysis import EvalSettings
 from dermlit.rundir import (
     Evaluation,
     SplitOutputs,
@@ -131,7 +130,7 @@ def predict_from_checkpoint(
 
 
 def evaluate(cfg: DictConfig) -> Evaluation:
-    settings = EvalSettings.from_config(cfg.get("evaluation"), cfg.bootstrap_resamples, cfg.seed)
+    settings = instantiate(cfg.evaluation)
     skipped = None
     if cfg.predictions:
         are = str(cfg.predictions_are)

@@ -19,11 +19,12 @@ from scipy.special import softmax
 
 from dermlit.constants import CLASSES
 from dermlit.distributed import gather_in_dataset_order
-from dermlit.evaluation.analysis import Analysis, EvalSettings, analyse, log_probs
+from dermlit.evaluation.analysis import Analysis, analyse, log_probs
 from dermlit.evaluation.metrics import point_metrics
 from dermlit.evaluation.posthoc import DecisionAdjustment
 from dermlit.evaluation.predictions import predictions_frame, read_scores, write_predictions
 from dermlit.evaluation.report import Report, ci_label, write_report
+from dermlit.evaluation.settings import EvalSettings
 
 if TYPE_CHECKING:
     from dermlit.data.datamodule import DermDataModule

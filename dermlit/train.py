@@ -17,7 +17,6 @@ from omegaconf import DictConfig, OmegaConf
 from dermlit.callbacks.checkpoints import last_checkpoint_path, monitored_checkpoint
 from dermlit.config import CONF_DIR, register_resolvers
 from dermlit.distributed import distributed_job, gather_in_dataset_order
-from dermlit.evaluation.analysis import EvalSettings
 from dermlit.evaluation.report import log_report_to_loggers
 from dermlit.loggers import close_loggers, log_flat_config
 from dermlit.resume import requeued_checkpoint, resumable
@@ -102,9 +101,7 @@ def fit_and_test(
                 run_dir,
                 SplitOutputs(image_ids, logits.numpy(), targets.numpy()),
                 val=val,
-                settings=EvalSettings.from_config(
-                    cfg.get("evaluation"), cfg.bootstrap_resamples, cfg.seed
-                ),
+                settings=instantiate(cfg.evaluation),
                 posthoc=instantiate(cfg.posthoc) if cfg.get("posthoc") else None,
                 class_counts=datamodule.class_counts,
             )

@@ -7,18 +7,15 @@ only decides which probabilities feed which piece and names the ``metrics.json``
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from omegaconf import OmegaConf
 from sklearn.metrics import roc_curve
 
-from dermlit.config import CONF_DIR
 from dermlit.constants import CLASS_TO_INDEX, CLASSES, MALIGNANT
 from dermlit.evaluation.bootstrap import metrics_with_ci
 from dermlit.evaluation.calibration import (
-    N_BINS,
     NLL_EPS,
     ReliabilityCurve,
     apply_temperature,
@@ -27,13 +24,13 @@ from dermlit.evaluation.calibration import (
 )
 from dermlit.evaluation.decisions import (
     SCORES,
-    TARGET_METRICS,
     RiskCoverage,
     bayes_decisions,
     coverage_at_target,
     decision_summary,
     risk_coverage,
 )
+from dermlit.evaluation.settings import EvalSettings
 
 CALIBRATION = ("ece", "mce", "classwise_ece", "brier", "nll")
 #: suffix of the calibration metrics after temperature scaling (``test/ece_ts``)
@@ -45,78 +42,6 @@ DECISION_KEYS = (
     "benign_referral_rate",
     "referral_rate",
 )
-
-
-@dataclass(frozen=True)
-class CostMatrix:
-    """``matrix[true, decided]`` in ``CLASSES`` order."""
-
-    name: str
-    matrix: np.ndarray
-
-    @classmethod
-    def from_config(cls, node: Mapping) -> CostMatrix:
-        """From ``conf/evaluation/cost/*.yaml``: ``name``, ``classes`` and a square ``matrix``
-        whose rows/columns follow ``classes`` (reordered here into ``CLASSES`` order)."""
-        classes = list(node.get("classes", CLASSES))
-        if sorted(classes) != sorted(CLASSES):
-            raise ValueError(f"cost classes must be a permutation of {list(CLASSES)}: {classes}")
-        m = np.asarray([list(row) for row in node["matrix"]], dtype=np.float64)
-        if m.shape != (len(CLASSES), len(CLASSES)):
-            raise ValueError(f"cost matrix {node.get('name')!r} must be 7x7, got {m.shape}")
-        if np.any(np.diag(m) != 0) or np.any(m < 0):
-            raise ValueError(f"cost matrix {node.get('name')!r}: need a zero diagonal, costs >= 0")
-        order = [classes.index(c) for c in CLASSES]
-        return cls(str(node.get("name", "custom")), m[np.ix_(order, order)])
-
-
-def load_cost(name: str) -> CostMatrix:
-    """A cost matrix of ``conf/evaluation/cost/`` by name (the defaults outside Hydra)."""
-    path = CONF_DIR / "evaluation" / "cost" / f"{name}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        raise FileNotFoundError(f"no cost matrix {name!r} in {path.parent}; known: {known}")
-    return CostMatrix.from_config(OmegaConf.load(path))
-
-
-@dataclass(frozen=True)
-class EvalSettings:
-    """What ``conf/evaluation/`` configures, with the same defaults."""
-
-    cost: CostMatrix = field(default_factory=lambda: load_cost("clinical"))
-    common_classes: tuple[str, ...] = ("nv",)
-    referral_targets: Mapping[str, float] = field(
-        default_factory=lambda: {"macro_f1": 0.8, "mel_recall": 0.9}
-    )
-    n_resamples: int = 1000
-    seed: int = 0
-    alpha: float = 0.05
-    n_bins: int = N_BINS
-
-    @classmethod
-    def from_config(
-        cls, node: Mapping | None, n_resamples: int = 1000, seed: int = 0
-    ) -> EvalSettings:
-        """``node`` is the ``evaluation`` config (None: the defaults, i.e. the clinical cost)."""
-        if node is None:
-            return cls(n_resamples=n_resamples, seed=seed)
-        unknown = set(node.get("common_classes", ())) - set(CLASSES)
-        targets = dict(node.get("referral_targets", {}))
-        bad_targets = set(targets) - set(TARGET_METRICS)
-        if unknown or bad_targets:
-            raise ValueError(
-                f"evaluation: unknown common_classes {sorted(unknown)} or referral_targets "
-                f"{sorted(bad_targets)} (known: {list(CLASSES)}, {list(TARGET_METRICS)})"
-            )
-        return cls(
-            cost=CostMatrix.from_config(node["cost"]),
-            common_classes=tuple(node.get("common_classes", ("nv",))),
-            referral_targets=targets,
-            n_resamples=n_resamples,
-            seed=seed,
-            alpha=float(node.get("alpha", 0.05)),
-            n_bins=int(node.get("n_bins", N_BINS)),
-        )
 
 
 @dataclass
@@ -172,7 +97,7 @@ def analyse(
     ``logits``: the model's logits for the rows (default: ``log(probs)``); ``val``: validation
     ``(logits, targets)`` on which the temperature is fitted (no temperature scaling without).
     """
-    s = settings or EvalSettings()
+    s = settings or EvalSettings.defaults()
     probs, targets = np.asarray(probs, dtype=np.float64), np.asarray(targets, dtype=np.int64)
     labelled = targets >= 0
     out = Analysis(split, len(targets), s, {f"{split}/n_images": len(targets)})
