@@ -20,16 +20,18 @@ from scipy.special import softmax
 from dermlit.constants import CLASSES
 from dermlit.distributed import gather_in_dataset_order
 from dermlit.evaluation.analysis import Analysis, analyse, log_probs
+from dermlit.evaluation.formatting import ci_label, fmt
 from dermlit.evaluation.metrics import point_metrics
 from dermlit.evaluation.posthoc import DecisionAdjustment
 from dermlit.evaluation.predictions import predictions_frame, read_scores, write_predictions
-from dermlit.evaluation.report import Report, ci_label, write_report
+from dermlit.evaluation.report import Report, write_report
 from dermlit.evaluation.settings import EvalSettings
 
 if TYPE_CHECKING:
     from dermlit.data.datamodule import DermDataModule
 
-HEADLINE = (
+#: the metrics of the table printed at the end of a run or an evaluation (and the other recalls)
+SUMMARY_METRICS = (
     "macro_f1",
     "balanced_accuracy",
     "accuracy",
@@ -165,12 +167,12 @@ def write_evaluation(
 
 
 def headline_rows(metrics: Mapping[str, float], split: str) -> list[tuple[str, str, str]]:
-    """(metric, value, interval as ``report.ci_label`` writes it: biased and zero-width ones
+    """(metric, value, interval as ``formatting.ci_label`` writes it: biased and zero-width ones
     say so, with the support)."""
-    keys = [f"{split}/{name}" for name in HEADLINE]
+    keys = [f"{split}/{name}" for name in SUMMARY_METRICS]
     keys += [f"{split}/recall_{cls}" for cls in CLASSES if cls != "mel"]
     return [
-        (key, f"{metrics[key]:.3f}" if _finite(metrics[key]) else "n/a", ci_label(metrics, key))
+        (key, fmt(metrics[key]) if _finite(metrics[key]) else "n/a", ci_label(metrics, key))
         for key in keys
         if key in metrics
     ]

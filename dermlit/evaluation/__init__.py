@@ -5,7 +5,7 @@ fixed class order of ``dermlit.constants.CLASSES``; no Lightning here.
 """
 
 from dermlit.evaluation.bootstrap import (
-    HEADLINE,
+    COMPARED_METRICS,
     bootstrap_ci,
     bootstrap_distribution,
     bootstrap_intervals,
@@ -34,7 +34,7 @@ from dermlit.evaluation.decisions import (
 from dermlit.evaluation.metrics import higher_is_better, point_metrics
 
 __all__ = [
-    "HEADLINE",
+    "COMPARED_METRICS",
     "apply_temperature",
     "bayes_decisions",
     "bootstrap_ci",

@@ -15,36 +15,13 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
 
+from dermlit.evaluation.checks import as_numpy, check_probs_targets
+
 #: Default number of equal-width confidence bins (Guo et al., 2017).
 N_BINS = 15
 #: Probabilities are floored here before the log so that a confident miss costs a finite NLL
 #: (float64 machine epsilon, as sklearn ``log_loss`` does for float64 input).
 NLL_EPS = float(np.finfo(np.float64).eps)
-
-
-def as_numpy(x: object, dtype: type = np.float64) -> np.ndarray:
-    """Convert a numpy array, list or (possibly CUDA, bf16, grad-tracking) tensor to numpy."""
-    if hasattr(x, "detach"):
-        x = x.detach().cpu()
-        x = (x.double() if x.is_floating_point() else x).numpy()
-    return np.asarray(x, dtype=dtype)
-
-
-def check_probs_targets(probs: object, targets: object) -> tuple[np.ndarray, np.ndarray]:
-    """Validate ``probs`` (N, K) and integer ``targets`` (N,) in ``[0, K)``; return numpy arrays."""
-    p = as_numpy(probs)
-    t = as_numpy(targets)
-    if p.ndim != 2:
-        raise ValueError(f"probs must have shape (N, K), got {p.shape}")
-    if t.ndim != 1 or t.shape[0] != p.shape[0]:
-        raise ValueError(f"targets must have shape ({p.shape[0]},), got {t.shape}")
-    if p.shape[0] == 0:
-        raise ValueError("probs and targets are empty")
-    if not np.all(np.isfinite(p)):
-        raise ValueError("probs contain NaN or infinite values")
-    if np.any(t != np.round(t)) or t.min() < 0 or t.max() >= p.shape[1]:
-        raise ValueError(f"targets must be integers in [0, {p.shape[1]}), got {np.unique(t)}")
-    return p, t.astype(np.int64)
 
 
 def bin_index(conf: np.ndarray, n_bins: int = N_BINS) -> np.ndarray:

@@ -21,7 +21,8 @@ import numpy as np
 
 from dermlit.constants import CLASSES
 from dermlit.data.validation import describe_ids
-from dermlit.evaluation.bootstrap import HEADLINE, mcnemar, paired_bootstrap
+from dermlit.evaluation.bootstrap import COMPARED_METRICS, mcnemar, paired_bootstrap
+from dermlit.evaluation.formatting import fmt, interval_text
 from dermlit.evaluation.metrics import higher_is_better, point_metrics
 from dermlit.evaluation.predictions import PREDICTIONS_ARE, read_predictions
 
@@ -89,7 +90,7 @@ def compare(
     n_resamples: int = 1000,
     seed: int = 0,
     alpha: float = 0.05,
-    metrics: tuple[str, ...] = HEADLINE,
+    metrics: tuple[str, ...] = COMPARED_METRICS,
 ) -> dict:
     """JSON-ready: per metric A, B, delta (A - B), CI, share of resamples where A is better;
     McNemar on accuracy (b: only A right, c: only B right)."""
@@ -123,31 +124,27 @@ def compare(
     }
 
 
-def _f(x: float, digits: int = 3) -> str:
-    return "n/a" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
-
-
 def _ci(r: dict) -> str:
     """The delta's interval; none where its resampled differences are biased (intervals.py)."""
     status = r.get("ci_status", "ok")
     if status == "biased":
         return "no CI (biased bootstrap)"
-    text = f"[{_f(r['ci_low'])}, {_f(r['ci_high'])}]"
+    text = interval_text(r["ci_low"], r["ci_high"])
     return text + " zero width" if status == "degenerate" else text
 
 
 def rows(result: dict) -> list[list[str]]:
     out = []
     for m, r in result["metrics"].items():
-        delta = "n/a" if not math.isfinite(r["delta"]) else f"{r['delta']:+.3f}"
+        delta = fmt(r["delta"], signed=True)
         out.append(
             [
                 m,
-                _f(r["a"]),
-                _f(r["b"]),
+                fmt(r["a"]),
+                fmt(r["b"]),
                 delta,
                 _ci(r),
-                _f(r["share_a_better"], 2),
+                fmt(r["share_a_better"], 2),
                 "higher" if r["higher_is_better"] else "lower",
             ]
         )
@@ -274,7 +271,7 @@ def run(args: argparse.Namespace) -> int:
             )
         else:
             a, b = (Predictions.load(p, args.predictions_are) for p in (args.run_a, args.run_b))
-            metrics = tuple(args.metrics or HEADLINE)
+            metrics = tuple(args.metrics or COMPARED_METRICS)
             result = compare(a, b, args.resamples, args.seed, args.alpha, metrics)
     except (TestSetMismatch, FileNotFoundError, KeyError, ValueError) as err:
         print(f"dermlit compare: {err}", file=sys.stderr)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,12 +19,14 @@ import pandas as pd
 
 from dermlit.constants import CLASSES, MALIGNANT
 from dermlit.evaluation.analysis import CALIBRATION, DECISION_KEYS, TS, Analysis
+from dermlit.evaluation.formatting import ci_label, fmt
 from dermlit.evaluation.metrics import SPEC_LEVELS
 from dermlit.evaluation.plots import FIGURES, row_normalised, save_figures
 
 log = logging.getLogger(__name__)
 
-HEADLINE = ("macro_f1", "balanced_accuracy", "accuracy", "auroc_macro", "recall_mel")
+#: the report's headline table (with melanoma sensitivity at the SPEC_LEVELS)
+REPORT_METRICS = ("macro_f1", "balanced_accuracy", "accuracy", "auroc_macro", "recall_mel")
 
 
 @dataclass
@@ -68,32 +70,6 @@ class Report:
             self.blocks.append(("img", stem))
 
 
-def fmt(value: float | None, digits: int = 3) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
-
-
-def _number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value)
-
-
-def ci_label(metrics: Mapping[str, object], key: str) -> str:
-    """An interval as the report and the printed table show it (``bootstrap.py`` keys):
-    ``[low, high]``; ``no CI (biased bootstrap)`` where the interval is omitted; ``zero width,
-    N image(s)`` added to a degenerate one; empty where there is none (undefined)."""
-    if metrics.get(f"{key}_ci_biased"):
-        return "no CI (biased bootstrap)"
-    low, high = metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
-    if not (_number(low) and _number(high)):
-        return ""
-    text = f"[{low:.3f}, {high:.3f}]"
-    if metrics.get(f"{key}_ci_degenerate"):
-        n = metrics.get(f"{key}_ci_support")
-        text += (
-            f" zero width, {int(n)} image{'s' if n != 1 else ''}" if _number(n) else " zero width"
-        )
-    return text
-
-
 def with_ci(a: Analysis, name: str) -> str:
     ci = ci_label(a.metrics, a.key(name))
     return fmt(a.get(name)) + (f" {ci}" if ci else "")
@@ -124,7 +100,7 @@ def build_report(a: Analysis, out_dir: Path, title: str = "dermlit evaluation") 
     if not a.n_labelled:
         return r
     r.heading("Headline metrics")
-    names = [*HEADLINE, *(f"mel_sensitivity_at_spec{s}" for s in SPEC_LEVELS)]
+    names = [*REPORT_METRICS, *(f"mel_sensitivity_at_spec{s}" for s in SPEC_LEVELS)]
     rows = [(a.key(m), with_ci(a, m)) for m in names]  # the metrics.json / logger names
     rows.append((a.key("rare_called_common_rate"), fmt(a.get("rare_called_common_rate"))))
     r.table(Table("headline", f"value [{pct} CI]", _frame(rows, ["metric", "value"])))
