@@ -18,7 +18,7 @@ from torchmetrics.classification import (
 from dermlit.checkpoints import OPTIM_STATE, train_raw_weights
 from dermlit.constants import NUM_CLASSES
 from dermlit.models.tta import TestTimeAugmentation
-from dermlit.optim.base import Optimization, step_schedulers
+from dermlit.optim.base import UpdateRule, step_schedulers
 
 
 def classification_metrics(prefix: str) -> MetricCollection:
@@ -44,7 +44,7 @@ class DermClassifier(L.LightningModule):
     def __init__(
         self,
         backbone: nn.Module,
-        optim: Optimization,
+        optim: UpdateRule,
         loss: Callable[..., nn.Module] | None = None,
         augment: nn.Module | None = None,
         mean: Sequence[float] = (0.485, 0.456, 0.406),
