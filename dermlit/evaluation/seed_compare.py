@@ -46,9 +46,9 @@ from scipy import stats
 
 from dermlit.constants import CLASSES
 from dermlit.evaluation.bootstrap import COMPARED_METRICS, bootstrap_distribution
-from dermlit.evaluation.compare import Predictions, align
 from dermlit.evaluation.formatting import fmt, interval_text
 from dermlit.evaluation.metrics import higher_is_better, point_metrics
+from dermlit.evaluation.paired import Predictions, align
 
 #: headline metrics plus every class's recall (recall_mel is in COMPARED_METRICS already)
 GROUP_METRICS: tuple[str, ...] = tuple(
