@@ -1,5 +1,5 @@
-"""Writes the run-directory contract of DESIGN.md: splits.csv, metrics.json, predictions.csv,
-report/; Hydra writes .hydra/ and the checkpoint callback writes checkpoints/."""
+"""Writes the run-directory contract of docs/design.md ("Contract"): splits.csv, metrics.json,
+predictions.csv, report/; Hydra writes .hydra/ and the checkpoint callback writes checkpoints/."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@
 # Which loss x sampler serves the rare classes best, how sure we are, and what it costs in
 # calibration. Reads a Hydra multirun directory (e.g. from
 # `dermlit-train -m experiment=imbalance_sweep`): every job directory's
-# `.hydra/overrides.yaml`, `metrics.json` and `predictions.csv` (DESIGN.md run contract).
+# `.hydra/overrides.yaml`, `metrics.json` and `predictions.csv` (docs/design.md, "Contract": the run directory).
 #
 # **Inputs** (environment variables):
 # - `DERMLIT_SWEEP_DIR`: the multirun directory; default: the newest folder in

@@ -1,5 +1,6 @@
 """SAM/ASAM under Lightning manual optimization: the maths against pytorch_optimizer, and each
-pitfall from DESIGN.md (global_step, BatchNorm, one augmented batch, precision, clip, accumulate)."""
+pitfall of docs/design.md ("SAM in Lightning manual optimization": global_step, BatchNorm,
+one augmented batch, precision, clip, accumulate)."""
 
 from __future__ import annotations
 
