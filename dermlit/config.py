@@ -72,6 +72,7 @@ def compose_config(
     config_name: str | None = "train",
     overrides: Sequence[str] = (),
     conf_dir: Path = CONF_DIR,
+    return_hydra_config: bool = False,
 ) -> DictConfig:
     """``conf_dir`` composed by Hydra's compose API, as ``dermlit-train``/``dermlit-eval`` would
     compose it (defaults lists, group options, ``conf/local/``), for code outside a Hydra app:
@@ -81,7 +82,9 @@ def compose_config(
 
     register_resolvers()
     with _hydra_at(conf_dir):
-        return compose(config_name, overrides=list(overrides))
+        return compose(
+            config_name, overrides=list(overrides), return_hydra_config=return_hydra_config
+        )
 
 
 def group_options(group: str, conf_dir: Path = CONF_DIR) -> list[str]:

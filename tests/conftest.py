@@ -53,24 +53,21 @@ def tiny_ham(tmp_path: Path) -> Path:
 def compose_train(run_dir: Path, cache_dir: Path, overrides: list[str]):
     """The train config as ``dermlit-train`` composes it, with the Hydra config set, so that
     ``train(cfg)`` runs in this process (``${hydra:...}`` interpolations resolve)."""
-    from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from dermlit.config import CONF_DIR, register_resolvers
+    from dermlit.config import compose_config
 
-    register_resolvers()
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=[
-                f"hydra.run.dir={run_dir}",
-                f"paths.cache_dir={cache_dir}",
-                f"paths.run_dir={run_dir}",
-                *overrides,
-            ],
-            return_hydra_config=True,
-        )
+    cfg = compose_config(
+        "train",
+        [
+            f"hydra.run.dir={run_dir}",
+            f"paths.cache_dir={cache_dir}",
+            f"paths.run_dir={run_dir}",
+            *overrides,
+        ],
+        return_hydra_config=True,
+    )
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(run_dir)
         cfg.hydra.job.num = 0
@@ -84,35 +81,27 @@ def train_cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("dermlit-cache")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def train_in_process(train_cache_dir: Path):
     """``train_in_process(run_dir, *overrides) -> (cfg, metrics)``: dermlit-train's train(cfg)
-    in this process (no Hydra callbacks: no run-directory guard, no error.log)."""
-    from hydra.core.global_hydra import GlobalHydra
-
+    in this process, on the session's cache (no Hydra callbacks: no run-directory guard, no
+    error.log, no exit statuses; the entry point's own tests cover those)."""
     from dermlit.train import train
 
     def run(run_dir: Path, *overrides: str):
         cfg = compose_train(Path(run_dir), train_cache_dir, list(overrides))
         return cfg, train(cfg)
 
-    yield run
-    GlobalHydra.instance().clear()
+    return run
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def eval_in_process():
     """``eval_in_process(*overrides) -> Evaluation``: dermlit-eval's evaluate(cfg) in-process."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from dermlit.config import CONF_DIR
+    from dermlit.config import compose_config
     from dermlit.evaluate import evaluate
 
     def run(*overrides: str):
-        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-            cfg = compose("eval", overrides=list(overrides))
-        return evaluate(cfg)
+        return evaluate(compose_config("eval", list(overrides)))
 
-    yield run
-    GlobalHydra.instance().clear()
+    return run
