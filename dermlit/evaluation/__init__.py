@@ -15,12 +15,7 @@ from dermlit.evaluation.bootstrap import (
 )
 from dermlit.evaluation.calibration import (
     apply_temperature,
-    brier,
-    classwise_ece,
-    ece,
     fit_temperature,
-    mce,
-    nll,
     reliability_curve,
 )
 from dermlit.evaluation.decisions import (
@@ -40,19 +35,14 @@ __all__ = [
     "bootstrap_ci",
     "bootstrap_distribution",
     "bootstrap_intervals",
-    "brier",
-    "classwise_ece",
     "coverage_at_target",
     "decision_summary",
-    "ece",
     "expected_cost",
     "fit_temperature",
     "higher_is_better",
     "malignancy_cost_matrix",
-    "mce",
     "mcnemar",
     "metrics_with_ci",
-    "nll",
     "paired_bootstrap",
     "point_metrics",
     "reliability_curve",
