@@ -1,13 +1,13 @@
 """The evaluation report: report.md, a self-contained report.html (PNGs embedded as base64) and
 the PNGs, all in ``report/``; and the same tables and images logged to W&B / TensorBoard.
 
-One list of blocks (headings, paragraphs, tables, figures) is rendered to both formats, so the
-two never disagree. Tables are pandas DataFrames of preformatted strings.
+One list of blocks (headings, paragraphs, tables, figures: ``report_blocks.py``, each rendering
+itself) is rendered to both formats, so the two never disagree. Tables are pandas DataFrames of
+preformatted strings.
 """
 
 from __future__ import annotations
 
-import base64
 import html
 import logging
 from collections.abc import Sequence
@@ -22,6 +22,7 @@ from dermlit.evaluation.analysis import CALIBRATION, DECISION_KEYS, TS, Analysis
 from dermlit.evaluation.formatting import ci_label, fmt
 from dermlit.evaluation.metrics import SPEC_LEVELS
 from dermlit.evaluation.plots import FIGURES, row_normalised, save_figures
+from dermlit.evaluation.report_blocks import Block, Figure, Heading, Paragraph, Table
 
 log = logging.getLogger(__name__)
 
@@ -30,20 +31,12 @@ REPORT_METRICS = ("macro_f1", "balanced_accuracy", "accuracy", "auroc_macro", "r
 
 
 @dataclass
-class Table:
-    name: str
-    caption: str
-    frame: pd.DataFrame
-    highlight: np.ndarray | None = None  # bool mask of the frame's cells
-
-
-@dataclass
 class Report:
     """What was written; ``log_report_to_loggers`` logs it."""
 
     split: str
     out_dir: Path
-    blocks: list = field(default_factory=list)
+    blocks: list[Block] = field(default_factory=list)
     tables: dict[str, Table] = field(default_factory=dict)
     images: dict[str, Path] = field(default_factory=dict)
 
@@ -56,18 +49,18 @@ class Report:
         return self.out_dir / "report.html"
 
     def heading(self, text: str, level: int = 2) -> None:
-        self.blocks.append(("h", level, text))
+        self.blocks.append(Heading(text, level))
 
     def text(self, text: str) -> None:
-        self.blocks.append(("p", text))
+        self.blocks.append(Paragraph(text))
 
     def table(self, table: Table) -> None:
         self.tables[table.name] = table
-        self.blocks.append(("table", table.name))
+        self.blocks.append(table)
 
     def figure(self, stem: str) -> None:
         if stem in self.images:
-            self.blocks.append(("img", stem))
+            self.blocks.append(Figure(stem, self.images[stem], FIGURES[stem][1]))
 
 
 def with_ci(a: Analysis, name: str) -> str:
@@ -201,42 +194,8 @@ def _pad(mask: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------- rendering
-def _md_table(t: Table) -> str:
-    cells = t.frame.to_numpy(dtype=str)
-    if t.highlight is not None:
-        cells = np.where(t.highlight, np.char.add(np.char.add("**", cells), "**"), cells)
-    lines = [f"*{t.caption}*", "", "| " + " | ".join(map(str, t.frame.columns)) + " |"]
-    lines.append("|" + " --- |" * len(t.frame.columns))
-    lines += ["| " + " | ".join(row) + " |" for row in cells]
-    return "\n".join(lines)
-
-
 def to_markdown(r: Report) -> str:
-    parts = []
-    for block in r.blocks:
-        if block[0] == "h":
-            parts.append("#" * block[1] + " " + block[2])
-        elif block[0] == "p":
-            parts.append(block[1])
-        elif block[0] == "table":
-            parts.append(_md_table(r.tables[block[1]]))
-        else:
-            parts.append(f"![{FIGURES[block[1]][1]}]({r.images[block[1]].name})")
-    return "\n\n".join(parts) + "\n"
-
-
-def _html_table(t: Table) -> str:
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in t.frame.columns)
-    rows = []
-    for i, row in enumerate(t.frame.to_numpy(dtype=str)):
-        cells = []
-        for j, v in enumerate(row):
-            hot = t.highlight is not None and t.highlight[i, j]
-            attr = ' class="hot"' if hot else ""
-            cells.append(f"<td{attr}>{html.escape(v)}</td>")
-        rows.append("<tr>" + "".join(cells) + "</tr>")
-    caption = f"<caption>{html.escape(t.caption)}</caption>"
-    return f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    return "\n\n".join(block.to_markdown() for block in r.blocks) + "\n"
 
 
 STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
@@ -247,22 +206,9 @@ td.hot{background:#f8c4c4;font-weight:bold}img{max-width:100%}figure{margin:1em 
 
 def to_html(r: Report) -> str:
     """One file with everything inline: opens anywhere, attachable, no broken image links."""
-    parts = []
-    for block in r.blocks:
-        if block[0] == "h":
-            parts.append(f"<h{block[1]}>{html.escape(block[2])}</h{block[1]}>")
-        elif block[0] == "p":
-            parts.append(f"<p>{html.escape(block[1])}</p>")
-        elif block[0] == "table":
-            parts.append(_html_table(r.tables[block[1]]))
-        else:
-            data = base64.b64encode(r.images[block[1]].read_bytes()).decode("ascii")
-            caption = html.escape(FIGURES[block[1]][1])
-            parts.append(
-                f'<figure><img alt="{caption}" src="data:image/png;base64,{data}">'
-                f"<figcaption>{caption}</figcaption></figure>"
-            )
-    title = html.escape(r.blocks[0][2] if r.blocks else "dermlit report")
+    parts = [block.to_html() for block in r.blocks]
+    first = r.blocks[0] if r.blocks else None
+    title = html.escape(first.text if isinstance(first, Heading) else "dermlit report")
     return (
         f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{title}</title>'
         f"<style>{STYLE}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n"
