@@ -110,68 +110,94 @@ def analyse(
     p, t = probs[labelled], targets[labelled]
     z = log_probs(p) if logits is None else np.asarray(logits, dtype=np.float64)[labelled]
     boot = {"n_resamples": s.n_resamples, "seed": s.seed, "alpha": s.alpha, "n_bins": s.n_bins}
-    m = out.metrics
-    m.update(metrics_with_ci(p, t, prefix=f"{split}/", **boot))
-    m[f"{split}/n_labelled"] = out.n_labelled
+    out.metrics.update(metrics_with_ci(p, t, prefix=f"{split}/", **boot))
+    out.metrics[f"{split}/n_labelled"] = out.n_labelled
+    add_confusion(out, p, t)
+    decide = add_calibration(out, p, t, z, val, boot)
+    add_decisions(out, p, t, decide)
+    add_referral(out, t, decide)
+    add_roc_mel(out, p, t)
+    return out
 
-    # confusion, and the errors that hurt most in an imbalanced set: rare called common
-    pred = p.argmax(1)
+
+def add_confusion(out: Analysis, p: np.ndarray, t: np.ndarray) -> None:
+    """The confusion matrix, and the errors that hurt most in an imbalanced set: a rare class
+    called common (``<split>/rare_called_common_rate``)."""
+    common = out.settings.common_classes
     k = len(CLASSES)
-    out.confusion = np.bincount(t * k + pred, minlength=k * k).reshape(k, k)
-    out.highlight = rare_called_common(s.common_classes)
-    rare_rows = ~np.isin(CLASSES, list(s.common_classes))
+    out.confusion = np.bincount(t * k + p.argmax(1), minlength=k * k).reshape(k, k)
+    out.highlight = rare_called_common(common)
+    rare_rows = ~np.isin(CLASSES, list(common))
     n_rare = out.confusion[rare_rows].sum()
-    m[f"{split}/rare_called_common_rate"] = (
+    out.metrics[out.key("rare_called_common_rate")] = (
         float((out.confusion * out.highlight).sum() / n_rare) if n_rare else float("nan")
     )
 
-    # calibration before and after temperature scaling fitted on validation
-    out.reliability["before"] = reliability_curve(p.max(1), pred == t, s.n_bins)
-    out.class_reliability["before"] = _class_curves(p, t, s.n_bins)
-    decide = p
-    if val is not None:
-        val_logits, val_targets = (np.asarray(a) for a in val)
-        keep = val_targets >= 0
-        out.temperature = fit_temperature(val_logits[keep], val_targets[keep])
-        decide = apply_temperature(z, out.temperature)
-        m[f"{split}/temperature"] = out.temperature
-        after = metrics_with_ci(decide, t, prefix="", **boot)
-        for name in CALIBRATION:  # the value and all its interval keys (bootstrap.py)
-            for key, value in after.items():
-                if key == name or key.startswith(f"{name}_ci_"):
-                    m[f"{split}/{name}{TS}{key[len(name) :]}"] = value
-        out.reliability["after"] = reliability_curve(decide.max(1), pred == t, s.n_bins)
-        out.class_reliability["after"] = _class_curves(decide, t, s.n_bins)
-    else:
+
+def add_calibration(
+    out: Analysis,
+    p: np.ndarray,
+    t: np.ndarray,
+    z: np.ndarray,
+    val: tuple[np.ndarray, np.ndarray] | None,
+    boot: dict,
+) -> np.ndarray:
+    """Calibration before and after temperature scaling fitted on validation; returns the
+    probabilities that decisions and referral use (temperature-scaled when possible)."""
+    n_bins, m, pred = out.settings.n_bins, out.metrics, p.argmax(1)
+    out.reliability["before"] = reliability_curve(p.max(1), pred == t, n_bins)
+    out.class_reliability["before"] = _class_curves(p, t, n_bins)
+    if val is None:
         out.notes.append(
             "No validation predictions: temperature scaling skipped; decisions and referral "
             "use the uncalibrated probabilities."
         )
+        return p
+    val_logits, val_targets = (np.asarray(a) for a in val)
+    keep = val_targets >= 0
+    out.temperature = fit_temperature(val_logits[keep], val_targets[keep])
+    decide = apply_temperature(z, out.temperature)
+    m[out.key("temperature")] = out.temperature
+    after = metrics_with_ci(decide, t, prefix="", **boot)
+    for name in CALIBRATION:  # the value and all its interval keys (bootstrap.py)
+        for key, value in after.items():
+            if key == name or key.startswith(f"{name}_ci_"):
+                m[out.key(f"{name}{TS}{key[len(name) :]}")] = value
+    out.reliability["after"] = reliability_curve(decide.max(1), pred == t, n_bins)
+    out.class_reliability["after"] = _class_curves(decide, t, n_bins)
+    return decide
 
-    # decisions: argmax vs minimum expected cost (Bayes) from the calibrated probabilities
-    cost = s.cost.matrix
-    for rule, decided in (("argmax", pred), ("bayes", bayes_decisions(decide, cost))):
+
+def add_decisions(out: Analysis, p: np.ndarray, t: np.ndarray, decide: np.ndarray) -> None:
+    """Argmax vs minimum expected cost (Bayes) decisions from the calibrated probabilities."""
+    cost = out.settings.cost.matrix
+    for rule, decided in (("argmax", p.argmax(1)), ("bayes", bayes_decisions(decide, cost))):
         summary = decision_summary(decided, t, cost, CLASSES, MALIGNANT)
-        m.update({f"{split}/{rule}_{key}": summary[key] for key in DECISION_KEYS})
+        out.metrics.update({out.key(f"{rule}_{key}"): summary[key] for key in DECISION_KEYS})
 
-    # referral: defer the least confident / costliest cases
+
+def add_referral(out: Analysis, t: np.ndarray, decide: np.ndarray) -> None:
+    """Referral: defer the least confident / costliest cases; the coverage at each target."""
+    s, m, cost = out.settings, out.metrics, out.settings.cost.matrix
     for score in SCORES:
         rc = risk_coverage(decide, t, score, cost)
         out.risk_coverage[score] = rc
         widths = np.diff(np.concatenate([[0.0], rc.coverage]))
-        m[f"{split}/aurc_{score}"] = float((rc.risk * widths).sum())
+        m[out.key(f"aurc_{score}")] = float((rc.risk * widths).sum())
         for metric, target in s.referral_targets.items():
             if metric == "mel_recall" and not (t == CLASS_TO_INDEX["mel"]).any():
                 continue
             res = coverage_at_target(decide, t, float(target), metric, score, cost, CLASSES)
-            m[f"{split}/referral_{score}_coverage_for_{metric}"] = res["coverage"]
-            m[f"{split}/referral_{score}_threshold_for_{metric}"] = res["threshold"]
+            m[out.key(f"referral_{score}_coverage_for_{metric}")] = res["coverage"]
+            m[out.key(f"referral_{score}_threshold_for_{metric}")] = res["threshold"]
 
+
+def add_roc_mel(out: Analysis, p: np.ndarray, t: np.ndarray) -> None:
+    """Melanoma-vs-rest ROC curve, where both sides are present."""
     mel = t == CLASS_TO_INDEX["mel"]
     if mel.any() and not mel.all():
         fpr, tpr, _ = roc_curve(mel, p[:, CLASS_TO_INDEX["mel"]])
         out.roc_mel = (fpr, tpr)
-    return out
 
 
 def _class_curves(p: np.ndarray, t: np.ndarray, n_bins: int) -> list[ReliabilityCurve]:
