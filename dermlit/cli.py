@@ -25,6 +25,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "dermlit.archive",
         "copy a run's small artefacts (metrics, predictions, config) to commit them",
     ),
+    "predict": (
+        "dermlit.predict_cli",
+        "a run on new images: probabilities, diagnosis, decision, referral, conformal set",
+    ),
+    "export": ("dermlit.export_cli", "one ONNX file of a run (preprocessing, weights, metadata)"),
     "augment-audit": (
         "dermlit.augment.audit",
         "measure how augmentation presets change lesion morphology on real images",

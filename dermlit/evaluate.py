@@ -27,6 +27,7 @@ from dermlit.config import CONF_DIR, checkpoint_name, register_resolvers
 from dermlit.constants import CLASSES
 from dermlit.errors import InputError
 from dermlit.eval_overrides import EVAL_DATA_KEYS
+from dermlit.explain.review import ErrorExplainer, split_explainer
 from dermlit.rundir import (
     Evaluation,
     SplitOutputs,
@@ -92,9 +93,10 @@ def train_class_counts(splits_csv: Path) -> list[int] | None:
 
 def predict_from_checkpoint(
     cfg: DictConfig,
-) -> tuple[SplitOutputs, SplitOutputs | None, str, pd.DataFrame]:
-    """Test outputs, the run's validation outputs (for the temperature), a description, and the
-    images the data source skipped (``data.on_error=skip``)."""
+) -> tuple[SplitOutputs, SplitOutputs | None, str, pd.DataFrame, ErrorExplainer]:
+    """Test outputs, the run's validation outputs (for the temperature), a description, the
+    images the data source skipped (``data.on_error=skip``) and the Grad-CAM explainer of the
+    split's errors (these weights)."""
     run_dir = Path(cfg.run_dir)
     train_cfg = run_config(run_dir)
     if cfg.get("tta") is not None:  # e.g. dermlit-eval run_dir=RUN tta=dihedral
@@ -126,12 +128,13 @@ def predict_from_checkpoint(
     # temperature: fitted on the RUN's validation split, with these weights (needs labels)
     val = predict_split(trainer, model, run_data, "val") if (outputs.targets >= 0).any() else None
     weights = "" if cfg.weights == "default" else f", {cfg.weights} weights"
-    return outputs, val, f"{ckpt.name}{weights} on {data.source!r} ({cfg.split})", data.skipped
+    description = f"{ckpt.name}{weights} on {data.source!r} ({cfg.split})"
+    return outputs, val, description, data.skipped, split_explainer(model, data, cfg.split)
 
 
 def evaluate(cfg: DictConfig) -> Evaluation:
     settings = instantiate(cfg.evaluation)
-    skipped = None
+    skipped = explainer = None
     if cfg.predictions:
         are = str(cfg.predictions_are)
         outputs = SplitOutputs.from_predictions(cfg.predictions, are)
@@ -141,7 +144,7 @@ def evaluate(cfg: DictConfig) -> Evaluation:
         source = str(cfg.predictions)
         counts = train_class_counts(Path(cfg.predictions).parent / "splits.csv")
     else:
-        outputs, val, source, skipped = predict_from_checkpoint(cfg)
+        outputs, val, source, skipped, explainer = predict_from_checkpoint(cfg)
         counts = train_class_counts(Path(cfg.run_dir) / "splits.csv")
     out_dir = Path(cfg.output_dir)
     posthoc = instantiate(cfg.posthoc) if cfg.get("posthoc") else None
@@ -156,6 +159,7 @@ def evaluate(cfg: DictConfig) -> Evaluation:
         title=f"Evaluation of {source}",
         posthoc=posthoc,
         class_counts=counts,
+        explainer=explainer,
     )
     if skipped is not None and len(skipped):  # what data.on_error=skip dropped, as in a run
         skipped.to_csv(out_dir / "skipped.csv", index=False)

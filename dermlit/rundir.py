@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import lightning as L
 import numpy as np
+import pandas as pd
 import torch
 from rich.console import Console
 from rich.table import Table
@@ -26,9 +27,11 @@ from dermlit.evaluation.posthoc import DecisionAdjustment
 from dermlit.evaluation.predictions import predictions_frame, read_scores, write_predictions
 from dermlit.evaluation.report import Report, write_report
 from dermlit.evaluation.settings import EvalSettings
+from dermlit.evaluation.subgroups import DEFAULT_COLUMNS as METADATA_COLUMNS
 
 if TYPE_CHECKING:
     from dermlit.data.datamodule import DermDataModule
+    from dermlit.explain.review import ErrorExplanations
 
 #: the metrics of the table printed at the end of a run or an evaluation (and the other recalls)
 SUMMARY_METRICS = (
@@ -73,6 +76,8 @@ class SplitOutputs:
     image_ids: list[str]
     logits: np.ndarray
     targets: np.ndarray
+    #: per-image metadata (age, sex, localization, ...) in row order, for subgroup metrics
+    metadata: pd.DataFrame | None = None
 
     @property
     def probs(self) -> np.ndarray:
@@ -88,7 +93,7 @@ class SplitOutputs:
         return cls(ids, logits, targets)
 
     def adjusted(self, adjustment: DecisionAdjustment) -> SplitOutputs:
-        return SplitOutputs(self.image_ids, adjustment(self.logits), self.targets)
+        return SplitOutputs(self.image_ids, adjustment(self.logits), self.targets, self.metadata)
 
 
 def predict_split(
@@ -99,15 +104,19 @@ def predict_split(
     ckpt_path: str | Path | None = None,
 ) -> SplitOutputs:
     """Logits of ``split`` through ``trainer.predict`` (the model's ``predict_step`` returns
-    ``(logits, targets)``); ids are cut to the batches run (``fast_dev_run`` runs one)."""
+    ``(logits, targets)``); ids are cut to the batches run (``fast_dev_run`` runs one). The
+    ONE route by which dermlit-train and dermlit-eval predict a split."""
     batches = trainer.predict(
         model, dataloaders=datamodule.loader(split), ckpt_path=ckpt_path, return_predictions=True
     )
     world = trainer.world_size
     logits = gather_in_dataset_order(torch.cat([b[0] for b in batches]).float(), world).numpy()
     targets = gather_in_dataset_order(torch.cat([b[1] for b in batches]), world).numpy()
-    ids = datamodule.frame(split)["image_id"].tolist()[: len(targets)]
-    return SplitOutputs(ids, logits, targets)
+    frame = datamodule.frame(split).iloc[: len(targets)]
+    ids = frame["image_id"].astype(str).tolist()
+    columns = [c for c in METADATA_COLUMNS if c in frame.columns]
+    metadata = frame[["image_id", *columns]].reset_index(drop=True) if columns else None
+    return SplitOutputs(ids, logits, targets, metadata)
 
 
 @dataclass
@@ -126,6 +135,7 @@ def write_evaluation(
     title: str = "dermlit evaluation",
     posthoc: DecisionAdjustment | None = None,
     class_counts: list[int] | None = None,
+    explainer: Callable[..., ErrorExplanations | None] | None = None,
 ) -> Evaluation:
     """predictions.csv (and val_predictions.csv), metrics.json with bootstrap CIs and report/.
 
@@ -159,8 +169,12 @@ def write_evaluation(
         settings,
         logits=outputs.logits,
         val=None if val is None else (val.logits, val.targets),
+        metadata=outputs.metadata,
     )
     analysis.metrics.update(selection)
+    if explainer is not None and analysis.n_labelled:
+        common = analysis.settings.common_classes
+        analysis.explanations = explainer(probs, outputs.targets, outputs.image_ids, common)
     write_metrics(out_dir / "metrics.json", analysis.metrics)
     report = write_report(analysis, out_dir / "report", title)
     return Evaluation(analysis.metrics, analysis, report)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from pathlib import Path
 
 import hydra
 import lightning as L
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
@@ -16,11 +16,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from dermlit.callbacks.checkpoints import last_checkpoint_path, monitored_checkpoint
 from dermlit.config import CONF_DIR, register_resolvers
-from dermlit.distributed import distributed_job, gather_in_dataset_order
+from dermlit.distributed import distributed_job
 from dermlit.evaluation.report import log_report_to_loggers
+from dermlit.explain.review import split_explainer
 from dermlit.loggers import close_loggers, log_flat_config
 from dermlit.resume import requeued_checkpoint, resumable
-from dermlit.rundir import SplitOutputs, predict_split, print_summary, write_evaluation
+from dermlit.rundir import SUMMARY_METRICS, predict_split, print_summary, write_evaluation
 from dermlit.status import RunStatus, read_status, recorded_status
 from dermlit.tuning import OBJECTIVE, best_validation_score
 
@@ -53,11 +54,17 @@ def is_rank_zero() -> bool:
     return rank_zero_only.rank == 0
 
 
-def test_outputs(model, world_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The test logits and targets of all ranks, in dataset order."""
-    logits = torch.cat([lo for lo, _ in model.test_outputs])
-    targets = torch.cat([t for _, t in model.test_outputs])
-    return gather_in_dataset_order(logits, world_size), gather_in_dataset_order(targets, world_size)
+def log_test_scalars(loggers: list, metrics: dict[str, float], step: int) -> None:
+    """The headline test scalars into the loggers (csv/metrics.csv, W&B), as ``trainer.test``
+    logged them before the test split went through ``predict_split`` like every other split."""
+    scalars = {
+        f"test/{name}": float(metrics[f"test/{name}"])
+        for name in SUMMARY_METRICS
+        if isinstance(metrics.get(f"test/{name}"), int | float)
+        and math.isfinite(metrics[f"test/{name}"])
+    }
+    for logger in loggers:
+        logger.log_metrics(scalars, step=step)
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -77,7 +84,7 @@ def fit_and_test(
         (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
         (run_dir / ".hydra" / "resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(cfg.seed, workers=True)
-    datamodule = instantiate(cfg.data)
+    datamodule = instantiate(cfg.data, record_dir=run_dir)
     model = instantiate(cfg.model)
     loggers = instantiate_dict(cfg.get("logger"))
     callbacks = [*instantiate_dict(cfg.get("callbacks")), status.callback()]
@@ -87,8 +94,8 @@ def fit_and_test(
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
         weights = test_checkpoint(cfg, trainer)
-        trainer.test(model, datamodule=datamodule, ckpt_path=weights)
-        logits, targets = test_outputs(model, trainer.world_size)
+        # one route for every split (dermlit-eval and dermlit predict share it)
+        test = predict_split(trainer, model, datamodule, "test", weights)
         # validation logits of the same weights: the temperature for calibration is fitted there
         val = predict_split(trainer, model, datamodule, "val", weights)
         metrics: dict[str, float] = {}
@@ -96,16 +103,17 @@ def fit_and_test(
             datamodule.splits.to_csv(run_dir / "splits.csv", index=False)
             if len(datamodule.skipped):
                 datamodule.skipped.to_csv(run_dir / "skipped.csv", index=False)
-            image_ids = datamodule.frame("test")["image_id"].tolist()[: len(targets)]
             evaluation = write_evaluation(
                 run_dir,
-                SplitOutputs(image_ids, logits.numpy(), targets.numpy()),
+                test,
                 val=val,
                 settings=instantiate(cfg.evaluation),
                 posthoc=instantiate(cfg.posthoc) if cfg.get("posthoc") else None,
                 class_counts=datamodule.class_counts,
+                explainer=split_explainer(model, datamodule, "test"),
             )
             metrics = evaluation.metrics
+            log_test_scalars(loggers, metrics, trainer.global_step)
             log_report_to_loggers(loggers, evaluation.report)
         outcome = "success"
     finally:

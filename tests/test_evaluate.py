@@ -58,7 +58,9 @@ def test_training_writes_the_full_evaluation(run) -> None:
     splits = pd.read_csv(run_dir / "splits.csv")
     assert sorted(ids) == sorted(splits.loc[splits["split"] == "val", "image_id"])
     html = (run_dir / "report" / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 6
+    # six figures and the Grad-CAM gallery of the errors (the weights are at hand)
+    assert html.count("data:image/png;base64,") == 7
+    assert "Explanations of errors (Grad-CAM)" in html
 
 
 def test_eval_with_raw_weights_and_missing_ema(run) -> None:

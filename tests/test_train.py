@@ -74,6 +74,8 @@ def test_one_epoch_writes_the_whole_run_directory(one_epoch_run) -> None:
     splits = pd.read_csv(run / "splits.csv")
     assert len(splits) == 700 and splits["image_id"].is_unique
     assert splits.groupby("lesion_id")["split"].nunique().max() == 1
+    # split.json: how the split was grouped, in the run directory (not the working directory)
+    assert json.loads((run / "split.json").read_text())["split"] == "grouped"
 
     # predictions.csv: ISIC columns, exactly the test split, probabilities
     ids, probs, targets = read_predictions(run / "predictions.csv")

@@ -45,7 +45,9 @@ class DermDataModule(L.LightningDataModule):
     the seed and the distributed world (rank, replicas); ``None`` means plain shuffling.
     ``near_duplicates``: a detector whose pairs join lesions into split groups (``None``: lesions
     only). ``split_file``: train on this frozen split instead (validated; its hash is recorded
-    in ``RUN_DIR/split.json``).
+    in ``RUN_DIR/split.json``). ``record_dir``: where ``split.json`` is written when fitting
+    starts (``dermlit-train`` passes its run directory; ``None``: nowhere, so a datamodule used
+    outside a run never writes into the working directory).
     """
 
     def __init__(
@@ -68,6 +70,7 @@ class DermDataModule(L.LightningDataModule):
         decode_workers: int = 4,
         near_duplicates: NearDuplicateDetector | None = None,
         split_file: str | Path | None = None,
+        record_dir: str | Path | None = None,
     ) -> None:
         super().__init__()
         self.source = source
@@ -89,6 +92,7 @@ class DermDataModule(L.LightningDataModule):
         self.decode_workers = decode_workers
         self.near_duplicates = near_duplicates
         self.split_file = Path(split_file) if split_file else None
+        self.record_dir = Path(record_dir) if record_dir else None
         self.near_duplicate_pairs: pd.DataFrame | None = None
         self.split_info: dict = {}
         self.index: pd.DataFrame | None = None
@@ -153,11 +157,12 @@ class DermDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         self._load()
         trainer = self.trainer
-        if stage == "fit" and trainer is not None and trainer.is_global_zero:
+        rank_zero = trainer is None or trainer.is_global_zero
+        if stage == "fit" and self.record_dir is not None and rank_zero:
             # the run records where its split came from (the file's hash for a frozen split)
-            run_dir = Path(trainer.default_root_dir)
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "split.json").write_text(json.dumps(self.split_info, indent=2) + "\n")
+            self.record_dir.mkdir(parents=True, exist_ok=True)
+            text = json.dumps(self.split_info, indent=2) + "\n"
+            (self.record_dir / "split.json").write_text(text)
 
     # ------------------------------------------------------------------ views
     def frame(self, split: str) -> pd.DataFrame:

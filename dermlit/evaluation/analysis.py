@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 from sklearn.metrics import roc_curve
 
 from dermlit.constants import CLASS_TO_INDEX, CLASSES, MALIGNANT
@@ -22,6 +24,7 @@ from dermlit.evaluation.calibration import (
     fit_temperature,
     reliability_curve,
 )
+from dermlit.evaluation.conformal import ConformalEvaluation, evaluate_conformal
 from dermlit.evaluation.decisions import (
     SCORES,
     RiskCoverage,
@@ -31,6 +34,10 @@ from dermlit.evaluation.decisions import (
     risk_coverage,
 )
 from dermlit.evaluation.settings import EvalSettings
+from dermlit.evaluation.subgroups import SubgroupResult, subgroup_metrics
+
+if TYPE_CHECKING:
+    from dermlit.explain.review import ErrorExplanations
 
 CALIBRATION = ("ece", "mce", "classwise_ece", "brier", "nll")
 #: suffix of the calibration metrics after temperature scaling (``test/ece_ts``)
@@ -60,6 +67,9 @@ class Analysis:
     class_reliability: dict[str, list[ReliabilityCurve]] = field(default_factory=dict)
     risk_coverage: dict[str, RiskCoverage] = field(default_factory=dict)
     roc_mel: tuple[np.ndarray, np.ndarray] | None = None
+    conformal: ConformalEvaluation | None = None
+    subgroups: SubgroupResult | None = None
+    explanations: ErrorExplanations | None = None  # Grad-CAM of errors (weights needed)
     notes: list[str] = field(default_factory=list)
 
     def key(self, name: str) -> str:
@@ -91,11 +101,14 @@ def analyse(
     settings: EvalSettings | None = None,
     logits: np.ndarray | None = None,
     val: tuple[np.ndarray, np.ndarray] | None = None,
+    metadata: pd.DataFrame | None = None,
 ) -> Analysis:
     """Evaluate the labelled rows (``targets >= 0``) of one split.
 
     ``logits``: the model's logits for the rows (default: ``log(probs)``); ``val``: validation
-    ``(logits, targets)`` on which the temperature is fitted (no temperature scaling without).
+    ``(logits, targets)`` on which the temperature and the conformal thresholds are fitted (no
+    temperature scaling and no sets without); ``metadata``: one row per row of ``probs`` with
+    the subgroup columns (age, sex, localization) that the source has.
     """
     s = settings or EvalSettings.defaults()
     probs, targets = np.asarray(probs, dtype=np.float64), np.asarray(targets, dtype=np.int64)
@@ -116,6 +129,8 @@ def analyse(
     decide = add_calibration(out, p, t, z, val, boot)
     add_decisions(out, p, t, decide)
     add_referral(out, t, decide)
+    if metadata is not None and s.subgroup_columns:
+        add_subgroups(out, probs, targets, metadata)
     add_roc_mel(out, p, t)
     return out
 
@@ -142,11 +157,12 @@ def add_calibration(
     val: tuple[np.ndarray, np.ndarray] | None,
     boot: dict,
 ) -> np.ndarray:
-    """Calibration before and after temperature scaling fitted on validation; returns the
-    probabilities that decisions and referral use (temperature-scaled when possible)."""
-    n_bins, m, pred = out.settings.n_bins, out.metrics, p.argmax(1)
-    out.reliability["before"] = reliability_curve(p.max(1), pred == t, n_bins)
-    out.class_reliability["before"] = _class_curves(p, t, n_bins)
+    """Calibration before and after temperature scaling fitted on validation, and the conformal
+    sets; returns the probabilities that decisions and referral use (temperature-scaled when
+    possible)."""
+    s, m, pred = out.settings, out.metrics, p.argmax(1)
+    out.reliability["before"] = reliability_curve(p.max(1), pred == t, s.n_bins)
+    out.class_reliability["before"] = _class_curves(p, t, s.n_bins)
     if val is None:
         out.notes.append(
             "No validation predictions: temperature scaling skipped; decisions and referral "
@@ -163,8 +179,24 @@ def add_calibration(
         for key, value in after.items():
             if key == name or key.startswith(f"{name}_ci_"):
                 m[out.key(f"{name}{TS}{key[len(name) :]}")] = value
-    out.reliability["after"] = reliability_curve(decide.max(1), pred == t, n_bins)
-    out.class_reliability["after"] = _class_curves(decide, t, n_bins)
+    out.reliability["after"] = reliability_curve(decide.max(1), pred == t, s.n_bins)
+    out.class_reliability["after"] = _class_curves(decide, t, s.n_bins)
+    # conformal sets from the probabilities dermlit predict outputs (temperature-scaled),
+    # calibrated on the validation split's, scaled alike
+    if keep.any():
+        val_probs = apply_temperature(val_logits[keep], out.temperature)
+        out.conformal = evaluate_conformal(
+            val_probs,
+            val_targets[keep],
+            decide,
+            t,
+            out.split,
+            s.conformal_alpha,
+            s.n_resamples,
+            s.seed,
+            s.alpha,
+        )
+        m.update(out.conformal.metrics)
     return decide
 
 
@@ -190,6 +222,26 @@ def add_referral(out: Analysis, t: np.ndarray, decide: np.ndarray) -> None:
             res = coverage_at_target(decide, t, float(target), metric, score, cost, CLASSES)
             m[out.key(f"referral_{score}_coverage_for_{metric}")] = res["coverage"]
             m[out.key(f"referral_{score}_threshold_for_{metric}")] = res["threshold"]
+
+
+def add_subgroups(
+    out: Analysis, probs: np.ndarray, targets: np.ndarray, metadata: pd.DataFrame
+) -> None:
+    """Metrics per subgroup of the metadata columns (all rows: the unlabelled ones are left
+    out inside)."""
+    s = out.settings
+    out.subgroups = subgroup_metrics(
+        probs,
+        targets,
+        metadata.reset_index(drop=True),
+        out.split,
+        s.subgroup_columns,
+        min_size=s.subgroup_min_size,
+        n_resamples=s.n_resamples,
+        seed=s.seed,
+        ci_alpha=s.alpha,
+    )
+    out.metrics.update(out.subgroups.metrics)
 
 
 def add_roc_mel(out: Analysis, p: np.ndarray, t: np.ndarray) -> None:

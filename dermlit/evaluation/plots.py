@@ -178,6 +178,12 @@ def roc_mel_figure(a: Analysis) -> Figure | None:
 
 
 #: file stem -> (figure factory, caption)
+def explanation_figure(explanations) -> Figure:
+    from dermlit.explain.review import explanation_figure as draw
+
+    return draw(explanations)
+
+
 FIGURES: dict[str, tuple[Callable[[Analysis], Figure | None], str]] = {
     "confusion_matrix": (confusion_figure, "Confusion matrix, counts and row-normalised"),
     "reliability": (reliability_figure, "Reliability diagram (top label)"),
@@ -185,6 +191,11 @@ FIGURES: dict[str, tuple[Callable[[Analysis], Figure | None], str]] = {
     "recall_per_class": (recall_figure, "Recall per class with bootstrap CI"),
     "risk_coverage": (risk_coverage_figure, "Risk-coverage curve (referral)"),
     "roc_mel": (roc_mel_figure, "ROC curve for melanoma"),
+    "gradcam_errors": (
+        lambda a: explanation_figure(a.explanations) if a.explanations is not None else None,
+        "Grad-CAM of the decided class on errors: rare classes called common, then the most "
+        "confident errors (input | overlay)",
+    ),
 }
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import html
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,53 +18,20 @@ import pandas as pd
 
 from dermlit.constants import CLASSES, MALIGNANT
 from dermlit.evaluation.analysis import CALIBRATION, DECISION_KEYS, TS, Analysis
-from dermlit.evaluation.formatting import ci_label, fmt
+from dermlit.evaluation.formatting import fmt
 from dermlit.evaluation.metrics import SPEC_LEVELS
 from dermlit.evaluation.plots import FIGURES, row_normalised, save_figures
-from dermlit.evaluation.report_blocks import Block, Figure, Heading, Paragraph, Table
+from dermlit.evaluation.report_blocks import Heading, Report, Table, with_ci
+from dermlit.evaluation.report_sections import (
+    conformal_section,
+    explanation_section,
+    subgroup_section,
+)
 
 log = logging.getLogger(__name__)
 
 #: the report's headline table (with melanoma sensitivity at the SPEC_LEVELS)
 REPORT_METRICS = ("macro_f1", "balanced_accuracy", "accuracy", "auroc_macro", "recall_mel")
-
-
-@dataclass
-class Report:
-    """What was written; ``log_report_to_loggers`` logs it."""
-
-    split: str
-    out_dir: Path
-    blocks: list[Block] = field(default_factory=list)
-    tables: dict[str, Table] = field(default_factory=dict)
-    images: dict[str, Path] = field(default_factory=dict)
-
-    @property
-    def markdown_path(self) -> Path:
-        return self.out_dir / "report.md"
-
-    @property
-    def html_path(self) -> Path:
-        return self.out_dir / "report.html"
-
-    def heading(self, text: str, level: int = 2) -> None:
-        self.blocks.append(Heading(text, level))
-
-    def text(self, text: str) -> None:
-        self.blocks.append(Paragraph(text))
-
-    def table(self, table: Table) -> None:
-        self.tables[table.name] = table
-        self.blocks.append(table)
-
-    def figure(self, stem: str) -> None:
-        if stem in self.images:
-            self.blocks.append(Figure(stem, self.images[stem], FIGURES[stem][1]))
-
-
-def with_ci(a: Analysis, name: str) -> str:
-    ci = ci_label(a.metrics, a.key(name))
-    return fmt(a.get(name)) + (f" {ci}" if ci else "")
 
 
 INTERVAL_NOTE = (
@@ -181,6 +147,11 @@ def build_report(a: Analysis, out_dir: Path, title: str = "dermlit evaluation") 
     ref_cols = ["target", "defer by", "coverage", "threshold"]
     r.table(Table("referral", "coverage at the configured targets", _frame(ref, ref_cols)))
     r.figure("risk_coverage")
+
+    conformal_section(r, a)
+    subgroup_section(r, a)
+    explanation_section(r, a)
+    r.explanations = a.explanations
     return r
 
 
@@ -245,6 +216,10 @@ def log_report_to_loggers(loggers: Sequence, report: Report) -> None:
                 f"{prefix}/{stem}": wandb.Image(str(path), caption=FIGURES[stem][1])
                 for stem, path in report.images.items()
             }
+            if report.explanations is not None:
+                payload[f"{prefix}/explained_errors"] = explanation_table(
+                    wandb, report.explanations
+                )
             run.log(payload)
             artifact = wandb.Artifact(f"report-{run.id}-{report.split}", type="report")
             artifact.add_file(str(report.html_path))
@@ -256,3 +231,21 @@ def log_report_to_loggers(loggers: Sequence, report: Report) -> None:
             for stem, path in report.images.items():
                 image = np.asarray(Image.open(path).convert("RGB"))
                 logger.experiment.add_image(f"{prefix}/{stem}", image, dataformats="HWC")
+
+
+def explanation_table(wandb, ex) -> object:
+    """W&B table of the explained errors: image, overlay, truth, prediction, probabilities."""
+    columns = ["image_id", "image", "overlay", "truth", "prediction", "probabilities", "kind"]
+    rows = [
+        [
+            ex.image_ids[k],
+            wandb.Image(ex.images[k]),
+            wandb.Image(ex.overlays[k]),
+            ex.truth[k],
+            ex.predicted[k],
+            {c: round(float(p), 4) for c, p in zip(CLASSES, ex.probs[k], strict=True)},
+            ex.kinds[k],
+        ]
+        for k in range(len(ex.image_ids))
+    ]
+    return wandb.Table(columns=columns, data=rows)

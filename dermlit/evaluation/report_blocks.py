@@ -1,15 +1,20 @@
-"""The blocks of the evaluation report: each renders itself to Markdown and to HTML, so that
-report.md and report.html are one list of blocks and never disagree."""
+"""The report model: blocks that each render themselves to Markdown and to HTML (so that
+report.md and report.html are one list of blocks and never disagree), and :class:`Report`, the
+list that ``report.build_report`` and ``report_sections`` fill."""
 
 from __future__ import annotations
 
 import base64
 import html
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from dermlit.evaluation.formatting import ci_label, fmt
+from dermlit.evaluation.plots import FIGURES
 
 
 @dataclass
@@ -89,3 +94,43 @@ class Figure:
 
 
 Block = Heading | Paragraph | Table | Figure
+
+
+@dataclass
+class Report:
+    """What was written; ``log_report_to_loggers`` logs it."""
+
+    split: str
+    out_dir: Path
+    blocks: list[Block] = field(default_factory=list)
+    tables: dict[str, Table] = field(default_factory=dict)
+    images: dict[str, Path] = field(default_factory=dict)
+    explanations: object | None = None  # explain.review.ErrorExplanations, for the W&B table
+
+    @property
+    def markdown_path(self) -> Path:
+        return self.out_dir / "report.md"
+
+    @property
+    def html_path(self) -> Path:
+        return self.out_dir / "report.html"
+
+    def heading(self, text: str, level: int = 2) -> None:
+        self.blocks.append(Heading(text, level))
+
+    def text(self, text: str) -> None:
+        self.blocks.append(Paragraph(text))
+
+    def table(self, table: Table) -> None:
+        self.tables[table.name] = table
+        self.blocks.append(table)
+
+    def figure(self, stem: str) -> None:
+        if stem in self.images:
+            self.blocks.append(Figure(stem, self.images[stem], FIGURES[stem][1]))
+
+
+def with_ci(a: Any, name: str) -> str:
+    """``value [low, high]`` of an ``Analysis`` metric by name (``macro_f1``)."""
+    ci = ci_label(a.metrics, a.key(name))
+    return fmt(a.get(name)) + (f" {ci}" if ci else "")

@@ -73,6 +73,10 @@ class EvalSettings:
     """``conf/evaluation/``, instantiated (every field comes from the config: no defaults here).
 
     n_resamples, seed: the bootstrap's (the root config's ``bootstrap_resamples`` and ``seed``).
+    referral_score: the deferral score ``dermlit predict`` refers by.
+    conformal: ``{alpha}``, the miscoverage of the conformal sets.
+    subgroups: ``{columns, min_size}``, the metadata columns measured per subgroup and the size
+        below which a group is flagged.
     """
 
     cost: CostMatrix
@@ -82,10 +86,30 @@ class EvalSettings:
     seed: int
     alpha: float
     n_bins: int
+    referral_score: str
+    conformal: Mapping[str, float]
+    subgroups: Mapping[str, Any]
+
+    @property
+    def conformal_alpha(self) -> float:
+        return float(self.conformal["alpha"])
+
+    @property
+    def subgroup_columns(self) -> tuple[str, ...]:
+        return tuple(self.subgroups["columns"])
+
+    @property
+    def subgroup_min_size(self) -> int:
+        return int(self.subgroups["min_size"])
 
     def __post_init__(self) -> None:
         common = tuple(str(c) for c in self.common_classes)
         targets = dict(self.referral_targets)
+        conformal = {"alpha": float(self.conformal["alpha"])}
+        subgroups = {
+            "columns": tuple(str(c) for c in self.subgroups["columns"]),
+            "min_size": int(self.subgroups["min_size"]),
+        }
         unknown, bad_targets = set(common) - set(CLASSES), set(targets) - set(TARGET_METRICS)
         if unknown or bad_targets:
             raise ValueError(
@@ -99,6 +123,9 @@ class EvalSettings:
             ("seed", int(self.seed)),
             ("alpha", float(self.alpha)),
             ("n_bins", int(self.n_bins)),
+            ("referral_score", str(self.referral_score)),
+            ("conformal", conformal),
+            ("subgroups", subgroups),
         ):
             object.__setattr__(self, name, value)
 
@@ -117,16 +144,18 @@ class EvalSettings:
     def from_config(
         cls, node: Mapping | None, n_resamples: int | None = None, seed: int | None = None
     ) -> EvalSettings:
-        """An ``evaluation`` node as composed or resolved, e.g. from an older run's
-        ``.hydra/resolved.yaml`` written before the group had a ``_target_``; None: the
-        defaults. ``n_resamples``/``seed`` replace the node's."""
+        """An ``evaluation`` node as composed or resolved, e.g. a run's ``.hydra/resolved.yaml``
+        (``dermlit predict``), also one written before the group had a ``_target_`` or some of
+        its keys: what the node lacks is the defaults' (:meth:`defaults`, the config group);
+        None: the defaults. ``n_resamples``/``seed`` replace the node's."""
         changes = {k: v for k, v in (("n_resamples", n_resamples), ("seed", seed)) if v is not None}
+        defaults = cls.defaults()
         if node is None:
-            return cls.defaults(**changes)
+            return dataclasses.replace(defaults, **changes) if changes else defaults
         if isinstance(node, DictConfig):
             node = OmegaConf.to_container(node, resolve=True)
-        fields = {k: v for k, v in dict(node).items() if k not in ("_target_", "defaults")}
-        fields["cost"] = CostMatrix.from_config(fields["cost"])
-        fields.setdefault("n_resamples", changes.get("n_resamples"))
-        fields.setdefault("seed", changes.get("seed"))
-        return cls(**{**fields, **changes})
+        names = {f.name for f in dataclasses.fields(cls)}
+        given = {k: v for k, v in dict(node).items() if k in names}
+        if "cost" in given:
+            given["cost"] = CostMatrix.from_config(given["cost"])
+        return dataclasses.replace(defaults, **{**given, **changes})

@@ -66,7 +66,6 @@ class DermClassifier(L.LightningModule):
         self.criterion: nn.Module = nn.CrossEntropyLoss()
         self.val_metrics = classification_metrics("val/")
         self.test_metrics = classification_metrics("test/")
-        self.test_outputs: list[tuple[Tensor, Tensor]] = []
         if channels_last:
             self.backbone = self.backbone.to(memory_format=torch.channels_last)
 
@@ -137,9 +136,6 @@ class DermClassifier(L.LightningModule):
         self.val_metrics.update(logits, targets)
         self.log_dict(self.val_metrics, on_epoch=True, prog_bar=True)
 
-    def on_test_epoch_start(self) -> None:
-        self.test_outputs = []
-
     def predict_logits(self, images: Tensor) -> Tensor:
         """Logits for test/predict: test-time augmented when ``tta`` has several views."""
         return self.tta(self, images)
@@ -149,7 +145,6 @@ class DermClassifier(L.LightningModule):
         logits = self.predict_logits(images)
         self.test_metrics.update(logits, targets)
         self.log_dict(self.test_metrics, on_epoch=True)
-        self.test_outputs.append((logits.float().cpu(), targets.cpu()))
 
     def predict_step(self, batch, batch_idx: int) -> tuple[Tensor, Tensor]:
         images, targets = batch

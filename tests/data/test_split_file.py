@@ -57,7 +57,8 @@ def test_training_on_the_file_reproduces_it_and_records_its_hash(
     data = datamodule(tiny_ham, tmp_path / "c3", f"data.split_file={edited}")
     assert data.splits.astype(str).reset_index(drop=True).equals(table)
     run_dir = tmp_path / "run"
-    data.trainer = SimpleNamespace(is_global_zero=True, default_root_dir=str(run_dir))
+    data.record_dir = run_dir
+    data.trainer = SimpleNamespace(is_global_zero=True)
     data.setup("fit")
     info = json.loads((run_dir / "split.json").read_text())
     assert info["split_file_sha256"] == hashlib.sha256(edited.read_bytes()).hexdigest()
@@ -132,3 +133,17 @@ def test_missing_file_and_cli_error_are_one_line(tiny_ham, tmp_path, capsys) -> 
     )
     assert code == 2
     assert "split failed" in capsys.readouterr().out
+
+
+def test_a_datamodule_outside_a_run_writes_nothing_into_the_working_directory(
+    tiny_ham, tmp_path, monkeypatch
+) -> None:
+    """A bare Trainer's default_root_dir is the working directory: fitting a datamodule there
+    (a notebook, a test) used to leave a split.json in it."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    data = datamodule(tiny_ham, tmp_path / "c4", *OVERRIDES)
+    data.trainer = SimpleNamespace(is_global_zero=True, default_root_dir=str(work))
+    data.setup("fit")
+    assert list(work.iterdir()) == []

@@ -1,0 +1,1 @@
+"""From a trained run to case-by-case outputs: ``dermlit predict`` and ``dermlit export``."""

@@ -1,0 +1,45 @@
+"""The run's TESTED weights (``test_weights``: best or last) in a :class:`DeployableClassifier`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from dermlit.checkpoints import CheckpointError, load_model_weights, resolve_checkpoint
+from dermlit.errors import InputError
+from dermlit.export.deployable import DeployableClassifier
+from dermlit.inference.run import RunDecisions
+
+
+def tested_checkpoint(decisions: RunDecisions) -> Path:
+    """The checkpoint ``dermlit-train`` tested: ``test_weights`` of the run's config."""
+    run_dir = decisions.run_dir
+    which = str(decisions.config.get("test_weights", "best"))
+    try:
+        return resolve_checkpoint(run_dir, which)
+    except (FileNotFoundError, CheckpointError) as err:
+        raise InputError(
+            f"{run_dir} has no usable checkpoint for its test_weights={which} ({err}); a run "
+            "trained with debug=fdr keeps none: train it without fast_dev_run"
+        ) from None
+
+
+def deployable_model(decisions: RunDecisions, device: str = "cpu") -> DeployableClassifier:
+    """The run's model with its tested weights, TTA, post-hoc bias and temperature."""
+    cfg = decisions.config
+    node = OmegaConf.create(OmegaConf.to_container(cfg.model, resolve=True))
+    if "backbone" in node and "pretrained" in node.backbone:
+        node.backbone.pretrained = False  # the checkpoint replaces them: no download
+    model = instantiate(node)
+    path = tested_checkpoint(decisions)
+    try:
+        load_model_weights(model, path)
+    except ValueError as err:
+        raise InputError(str(err)) from None
+    deployable = DeployableClassifier.from_classifier(
+        model, decisions.image_size, decisions.temperature, decisions.logit_bias.tolist()
+    )
+    return deployable.to(torch.device(device))
