@@ -35,7 +35,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 
 from dermlit.config import CONF_DIR, register_resolvers
-from dermlit.optim import SAM, LookSAM, Optimization
+from dermlit.optim import SAM, LookSAM, UpdateRule
 from dermlit.optim.sam import global_norm, grads_or_zeros
 
 BASES = {
@@ -114,7 +114,7 @@ def make_optim(base: str, rule: str, epochs: int, k: int, alpha: float, rho: flo
     optimizer = BASES[base]
     scheduler = functools.partial(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=epochs)
     if rule == "base":
-        return Optimization(optimizer, scheduler)
+        return UpdateRule(optimizer, scheduler)
     if rule == "sam":
         return SAM(optimizer, scheduler, rho=rho)
     layerwise, scale = RULES[rule]

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from dermlit.callbacks import EMA
 from dermlit.models.backbones import create_backbone
 from dermlit.models.classifier import DermClassifier
-from dermlit.optim import SAM, ImbSAM, LookSAM, Optimization
+from dermlit.optim import SAM, ImbSAM, LookSAM, UpdateRule
 
 ADAMW = functools.partial(torch.optim.AdamW, lr=1e-3, weight_decay=0.05)
 TAIL = ["akiec", "df", "vasc"]
@@ -43,10 +43,10 @@ LATE = "sam(late)"
 
 
 def configurations() -> dict[str, tuple[callable, bool]]:
-    """name -> (Optimization factory, EMA on)."""
+    """name -> (UpdateRule factory, EMA on)."""
     return {
-        "adamw": (lambda: Optimization(ADAMW), False),
-        "adamw+ema": (lambda: Optimization(ADAMW), True),
+        "adamw": (lambda: UpdateRule(ADAMW), False),
+        "adamw+ema": (lambda: UpdateRule(ADAMW), True),
         "sam": (lambda: SAM(ADAMW, rho=0.05), False),
         "asam": (lambda: SAM(ADAMW, rho=0.5, adaptive=True), False),
         "looksam(k=5)": (lambda: LookSAM(ADAMW, rho=0.05, k=5), False),

@@ -1,15 +1,82 @@
-"""Finding a run's checkpoint and loading its weights with errors that name the offender."""
+"""The checkpoint layouts (which key holds which weights), finding a run's checkpoint, and the
+one load of its weights, with errors that name the offender.
+
+Layouts of the weight sets in a checkpoint dict:
+
+- without EMA: ``state_dict`` holds the raw weights;
+- Lightning's ``WeightAveraging`` (dermlit's EMA with ``export=ema``): the average in
+  ``state_dict``, the raw weights in ``current_model_state``;
+- dermlit's EMA with ``export=raw``: the raw weights in ``state_dict``, the average in
+  ``ema_state_dict`` (converted to Lightning's layout when loaded, :func:`to_lightning_layout`).
+
+``dermlit_optim`` holds the update rule's own state (LookSAM's g_v).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
+from dermlit.errors import InputError
+
+#: Lightning's key: the weights that are tested and exported (the average in an EMA checkpoint)
+STATE_DICT = "state_dict"
+#: Lightning's ``WeightAveraging`` key: the raw (trained) weights beside an average
+RAW_STATE = "current_model_state"
+#: dermlit's EMA with ``export=raw``: the average beside the raw weights in ``state_dict``
+EMA_STATE = "ema_state_dict"
+#: the update rule's own state (``DermClassifier.on_save_checkpoint``)
+OPTIM_STATE = "dermlit_optim"
+#: in Lightning's layout, the key of each weight set an EMA checkpoint holds
+LIGHTNING_LAYOUT = {"ema": STATE_DICT, "raw": RAW_STATE}
+#: ``dermlit-eval weights=``: default is what the checkpoint's state_dict holds (what
+#: dermlit-train tested)
+WEIGHTS = ("default", "raw", "ema")
+
 #: state_dict entries that are not model weights: loss buffers built from class counts, and the
 #: augmentation pipelines that checkpoints written before they left the state_dict still hold
 NON_WEIGHT_PREFIXES = ("criterion.", "augment.")
+
+
+def to_raw_export_layout(checkpoint: dict[str, Any]) -> None:
+    """Lightning's layout -> ``export=raw``'s (raw in ``state_dict``), in place."""
+    if RAW_STATE in checkpoint:
+        checkpoint[EMA_STATE] = checkpoint[STATE_DICT]
+        checkpoint[STATE_DICT] = checkpoint.pop(RAW_STATE)
+
+
+def to_lightning_layout(checkpoint: dict[str, Any]) -> None:
+    """``export=raw``'s layout -> Lightning's (the average in ``state_dict``), in place."""
+    if EMA_STATE in checkpoint:
+        checkpoint[RAW_STATE] = checkpoint[STATE_DICT]
+        checkpoint[STATE_DICT] = checkpoint.pop(EMA_STATE)
+
+
+def train_raw_weights(checkpoint: dict[str, Any]) -> None:
+    """Make ``state_dict`` the raw weights (resuming an EMA run's fit without the callback)."""
+    if RAW_STATE in checkpoint:
+        checkpoint[STATE_DICT] = checkpoint[RAW_STATE]
+
+
+def select_weights(ckpt: dict[str, Any], weights: str, path: Path) -> dict | None:
+    """The state dict for ``weights`` (:data:`WEIGHTS`), or None for the checkpoint's own
+    ``state_dict`` (which weights are these: the module docstring's layouts)."""
+    if weights not in WEIGHTS:
+        raise InputError(f"weights must be one of {WEIGHTS}, got {weights!r}")
+    if weights == "default":
+        return None
+    if weights == "ema":
+        if EMA_STATE in ckpt:
+            return ckpt[EMA_STATE]
+        if RAW_STATE in ckpt:
+            return None
+        raise InputError(
+            f"{path} holds no EMA weights (trained without callbacks=ema); use weights=raw"
+        )
+    return ckpt.get(RAW_STATE)
 
 
 class CheckpointError(ValueError):
@@ -86,15 +153,37 @@ def resolve_checkpoint(run_dir: Path, which: str) -> Path:
     return path
 
 
-def load_model_weights(model: nn.Module, path: Path) -> None:
-    """Load ``path`` into ``model``; a checkpoint of another architecture is refused by name."""
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """The checkpoint dict at ``path`` (read once), refused by name unless it is Lightning's."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:
         raise ValueError(f"{path} is not a readable PyTorch checkpoint: {err}") from err
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+    if not isinstance(ckpt, dict) or STATE_DICT not in ckpt:
         raise ValueError(f"{path} is not a Lightning checkpoint (no 'state_dict')")
-    weights = {k: v for k, v in ckpt["state_dict"].items() if not k.startswith(NON_WEIGHT_PREFIXES)}
+    return ckpt
+
+
+def load_model_weights(model: nn.Module, path: Path, weights: str = "default") -> None:
+    """Load ``path`` into ``model`` (one read): its ``state_dict``, checked by name and shape (a
+    checkpoint of another architecture is refused by name), then the chosen weight set
+    (:data:`WEIGHTS`) swapped in."""
+    ckpt = read_checkpoint(path)
+    load_state(model, ckpt[STATE_DICT], path)
+    chosen = select_weights(ckpt, weights, path)
+    if chosen is None:
+        return
+    chosen = {k: v for k, v in chosen.items() if not k.startswith(NON_WEIGHT_PREFIXES)}
+    expected = {k for k in model.state_dict() if not k.startswith(NON_WEIGHT_PREFIXES)}
+    if set(chosen) != expected:
+        raise InputError(f"{path}: the {weights} weights do not fit the model's parameters")
+    model.load_state_dict(chosen, strict=False)
+
+
+def load_state(model: nn.Module, state_dict: dict[str, Any], path: Path) -> None:
+    """``state_dict`` (of the checkpoint at ``path``) into ``model``, refused by name and shape
+    when it does not fit; non-weight entries (:data:`NON_WEIGHT_PREFIXES`) are left out."""
+    weights = {k: v for k, v in state_dict.items() if not k.startswith(NON_WEIGHT_PREFIXES)}
     expected = {k for k in model.state_dict() if not k.startswith(NON_WEIGHT_PREFIXES)}
     missing, unexpected = sorted(expected - weights.keys()), sorted(weights.keys() - expected)
     if missing or unexpected:

@@ -1,12 +1,15 @@
-"""OmegaConf resolvers used by conf/ (registered once, before Hydra composes)."""
+"""Where conf/ is, the OmegaConf resolvers it uses (registered once, before Hydra composes), and
+composing it with Hydra's compose API outside a Hydra app (:func:`compose_config`)."""
 
 from __future__ import annotations
 
 import netrc
 import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 #: the repository's conf/ (an absolute path, so console scripts find it from any directory)
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -47,3 +50,48 @@ def register_resolvers() -> None:
     for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
+
+
+@contextmanager
+def _hydra_at(conf_dir: Path) -> Iterator[None]:
+    """Hydra initialised on ``conf_dir`` for the block; a Hydra already initialised (inside
+    ``dermlit-train``, or a test's ``initialize_config_dir``) is put back afterwards."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    saved = GlobalHydra.instance().hydra
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(str(Path(conf_dir).resolve()), version_base="1.3"):
+            yield
+    finally:
+        GlobalHydra.instance().hydra = saved
+
+
+def compose_config(
+    config_name: str | None = "train",
+    overrides: Sequence[str] = (),
+    conf_dir: Path = CONF_DIR,
+    return_hydra_config: bool = False,
+) -> DictConfig:
+    """``conf_dir`` composed by Hydra's compose API, as ``dermlit-train``/``dermlit-eval`` would
+    compose it (defaults lists, group options, ``conf/local/``), for code outside a Hydra app:
+    ``compose_config("train", ["data=ham10000"]).data``. ``config_name=None`` composes only the
+    groups the overrides add (``["+augment=standard"]``)."""
+    from hydra import compose
+
+    register_resolvers()
+    with _hydra_at(conf_dir):
+        return compose(
+            config_name, overrides=list(overrides), return_hydra_config=return_hydra_config
+        )
+
+
+def group_options(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
+    """The options of a config group (``data`` -> ``csv, dermamnist, ...``), without the
+    ``_``-prefixed fragments (``data/_base``) that are not options."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    with _hydra_at(conf_dir):
+        options = GlobalHydra.instance().config_loader().get_group_options(group)
+    return sorted(o for o in options if not o.startswith("_"))

@@ -1,4 +1,4 @@
-"""Fixed label space shared by every part of dermlit (DESIGN.md contract)."""
+"""Fixed label space shared by every part of dermlit (docs/design.md, "Contract")."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Lightning's DDP launcher starts ranks 1..N-1 by re-running the command line. Under Hydra it
 appends ``hydra.run.dir=...`` to ``sys.argv``, which for a multirun job still holds ``-m`` and
-the whole sweep, so every child re-launches the sweep (DESIGN.md; Lightning PR #11617 was
+the whole sweep, so every child re-launches the sweep (docs/design.md, "DDP and Hydra"; Lightning PR #11617 was
 reverted). :class:`HydraDDPStrategy` starts each child as a plain (non-multirun) run of THIS job:
 the job's own overrides (``hydra.overrides.task``) and its output directory.
 

@@ -19,21 +19,14 @@ from pathlib import Path
 import hydra
 import lightning as L
 import pandas as pd
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from dermlit.checkpoints import (
-    NON_WEIGHT_PREFIXES,
-    CheckpointError,
-    load_model_weights,
-    resolve_checkpoint,
-)
+from dermlit.checkpoints import CheckpointError, load_model_weights, resolve_checkpoint
 from dermlit.config import CONF_DIR, checkpoint_name, register_resolvers
 from dermlit.constants import CLASSES
 from dermlit.errors import InputError
 from dermlit.eval_overrides import EVAL_DATA_KEYS
-from dermlit.evaluation.analysis import EvalSettings
 from dermlit.explain.review import ErrorExplainer, split_explainer
 from dermlit.rundir import (
     Evaluation,
@@ -44,9 +37,6 @@ from dermlit.rundir import (
 )
 
 log = logging.getLogger(__name__)
-
-#: default: what the checkpoint's state_dict holds (what dermlit-train tested)
-WEIGHTS = ("default", "raw", "ema")
 
 
 def eval_dir(
@@ -81,42 +71,6 @@ def run_config(run_dir: Path) -> DictConfig:
     return OmegaConf.load(path)
 
 
-def select_weights(ckpt: dict, weights: str, path: Path) -> dict | None:
-    """The state dict for ``weights``, or None for the checkpoint's own ``state_dict``.
-
-    Layouts: without EMA, ``state_dict`` is raw; Lightning's WeightAveraging (EMA export=ema)
-    puts the average in ``state_dict`` and the raw weights in ``current_model_state``; dermlit's
-    EMA with export=raw keeps raw in ``state_dict`` and the average in ``ema_state_dict``.
-    """
-    if weights not in WEIGHTS:
-        raise InputError(f"weights must be one of {WEIGHTS}, got {weights!r}")
-    if weights == "default":
-        return None
-    if weights == "ema":
-        if "ema_state_dict" in ckpt:
-            return ckpt["ema_state_dict"]
-        if "current_model_state" in ckpt:
-            return None
-        raise InputError(
-            f"{path} holds no EMA weights (trained without callbacks=ema); use weights=raw"
-        )
-    return ckpt.get("current_model_state")
-
-
-def load_weights(model: torch.nn.Module, path: Path, weights: str) -> None:
-    """Load the checkpoint (architecture checked by name), then swap in the chosen weight set."""
-    load_model_weights(model, path)
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    chosen = select_weights(ckpt, weights, path)
-    if chosen is None:
-        return
-    chosen = {k: v for k, v in chosen.items() if not k.startswith(NON_WEIGHT_PREFIXES)}
-    expected = {k for k in model.state_dict() if not k.startswith(NON_WEIGHT_PREFIXES)}
-    if set(chosen) != expected:
-        raise InputError(f"{path}: the {weights} weights do not fit the model's parameters")
-    model.load_state_dict(chosen, strict=False)
-
-
 def eval_datamodule(train_data: DictConfig, data: DictConfig):
     """The run's data settings (image size, normalisation) with another ``source``."""
     node = OmegaConf.create(OmegaConf.to_container(train_data, resolve=True))
@@ -149,7 +103,7 @@ def predict_from_checkpoint(
         train_cfg.model.tta = cfg.tta
     model = instantiate(train_cfg.model)
     ckpt = resolve_checkpoint(run_dir, str(cfg.checkpoint))
-    load_weights(model, ckpt, str(cfg.weights))
+    load_model_weights(model, ckpt, str(cfg.weights))
     trainer = L.Trainer(
         accelerator=cfg.accelerator,
         devices=1,
@@ -179,7 +133,7 @@ def predict_from_checkpoint(
 
 
 def evaluate(cfg: DictConfig) -> Evaluation:
-    settings = EvalSettings.from_config(cfg.get("evaluation"), cfg.bootstrap_resamples, cfg.seed)
+    settings = instantiate(cfg.evaluation)
     skipped = explainer = None
     if cfg.predictions:
         are = str(cfg.predictions_are)

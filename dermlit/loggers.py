@@ -34,7 +34,8 @@ def log_flat_config(loggers: list, cfg: DictConfig) -> None:
 
 
 def close_loggers(loggers: list, status: str = "success") -> None:
-    """Finish the W&B run, or the next multirun job would log into this one (DESIGN.md).
+    """Finish the W&B run, or the next multirun job would log into this one (docs/design.md,
+    "DDP and Hydra").
 
     ``status`` is ``success`` or ``failed``; W&B marks a failed job by a non-zero exit code.
     """

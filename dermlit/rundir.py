@@ -1,5 +1,5 @@
-"""Writes the run-directory contract of DESIGN.md: splits.csv, metrics.json, predictions.csv,
-report/; Hydra writes .hydra/ and the checkpoint callback writes checkpoints/."""
+"""Writes the run-directory contract of docs/design.md ("Contract"): splits.csv, metrics.json,
+predictions.csv, report/; Hydra writes .hydra/ and the checkpoint callback writes checkpoints/."""
 
 from __future__ import annotations
 
@@ -20,18 +20,21 @@ from scipy.special import softmax
 
 from dermlit.constants import CLASSES
 from dermlit.distributed import gather_in_dataset_order
-from dermlit.evaluation.analysis import Analysis, EvalSettings, analyse, log_probs
+from dermlit.evaluation.analysis import Analysis, analyse, log_probs
+from dermlit.evaluation.formatting import ci_label, fmt
 from dermlit.evaluation.metrics import point_metrics
 from dermlit.evaluation.posthoc import DecisionAdjustment
 from dermlit.evaluation.predictions import predictions_frame, read_scores, write_predictions
-from dermlit.evaluation.report import Report, ci_label, write_report
+from dermlit.evaluation.report import Report, write_report
+from dermlit.evaluation.settings import EvalSettings
 from dermlit.evaluation.subgroups import DEFAULT_COLUMNS as METADATA_COLUMNS
 
 if TYPE_CHECKING:
     from dermlit.data.datamodule import DermDataModule
     from dermlit.explain.review import ErrorExplanations
 
-HEADLINE = (
+#: the metrics of the table printed at the end of a run or an evaluation (and the other recalls)
+SUMMARY_METRICS = (
     "macro_f1",
     "balanced_accuracy",
     "accuracy",
@@ -178,12 +181,12 @@ def write_evaluation(
 
 
 def headline_rows(metrics: Mapping[str, float], split: str) -> list[tuple[str, str, str]]:
-    """(metric, value, interval as ``report.ci_label`` writes it: biased and zero-width ones
+    """(metric, value, interval as ``formatting.ci_label`` writes it: biased and zero-width ones
     say so, with the support)."""
-    keys = [f"{split}/{name}" for name in HEADLINE]
+    keys = [f"{split}/{name}" for name in SUMMARY_METRICS]
     keys += [f"{split}/recall_{cls}" for cls in CLASSES if cls != "mel"]
     return [
-        (key, f"{metrics[key]:.3f}" if _finite(metrics[key]) else "n/a", ci_label(metrics, key))
+        (key, fmt(metrics[key]) if _finite(metrics[key]) else "n/a", ci_label(metrics, key))
         for key in keys
         if key in metrics
     ]

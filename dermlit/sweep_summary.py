@@ -40,6 +40,7 @@ import yaml
 from scipy import stats
 
 from dermlit.constants import CLASSES
+from dermlit.evaluation.formatting import fmt, value_with_interval
 from dermlit.hydra_callbacks import ERROR_FILE
 from dermlit.status import effective_state, read_status
 
@@ -223,8 +224,8 @@ def cell(row: Mapping, key: str) -> str:
     if not math.isfinite(mean):
         return "-"
     if not math.isfinite(low):
-        return f"{mean:.3f} (n=1)"
-    return f"{mean:.3f} [{low:.3f}, {high:.3f}]"
+        return f"{fmt(mean)} (n=1)"
+    return value_with_interval(mean, low, high)
 
 
 def to_markdown(

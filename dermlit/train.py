@@ -17,12 +17,11 @@ from omegaconf import DictConfig, OmegaConf
 from dermlit.callbacks.checkpoints import last_checkpoint_path, monitored_checkpoint
 from dermlit.config import CONF_DIR, register_resolvers
 from dermlit.distributed import distributed_job
-from dermlit.evaluation.analysis import EvalSettings
 from dermlit.evaluation.report import log_report_to_loggers
 from dermlit.explain.review import split_explainer
 from dermlit.loggers import close_loggers, log_flat_config
 from dermlit.resume import requeued_checkpoint, resumable
-from dermlit.rundir import HEADLINE, predict_split, print_summary, write_evaluation
+from dermlit.rundir import SUMMARY_METRICS, predict_split, print_summary, write_evaluation
 from dermlit.status import RunStatus, read_status, recorded_status
 from dermlit.tuning import OBJECTIVE, best_validation_score
 
@@ -60,7 +59,7 @@ def log_test_scalars(loggers: list, metrics: dict[str, float], step: int) -> Non
     logged them before the test split went through ``predict_split`` like every other split."""
     scalars = {
         f"test/{name}": float(metrics[f"test/{name}"])
-        for name in HEADLINE
+        for name in SUMMARY_METRICS
         if isinstance(metrics.get(f"test/{name}"), int | float)
         and math.isfinite(metrics[f"test/{name}"])
     }
@@ -108,9 +107,7 @@ def fit_and_test(
                 run_dir,
                 test,
                 val=val,
-                settings=EvalSettings.from_config(
-                    cfg.get("evaluation"), cfg.bootstrap_resamples, cfg.seed
-                ),
+                settings=instantiate(cfg.evaluation),
                 posthoc=instantiate(cfg.posthoc) if cfg.get("posthoc") else None,
                 class_counts=datamodule.class_counts,
                 explainer=split_explainer(model, datamodule, "test"),

@@ -17,7 +17,7 @@
 # Which loss x sampler serves the rare classes best, how sure we are, and what it costs in
 # calibration. Reads a Hydra multirun directory (e.g. from
 # `dermlit-train -m experiment=imbalance_sweep`): every job directory's
-# `.hydra/overrides.yaml`, `metrics.json` and `predictions.csv` (DESIGN.md run contract).
+# `.hydra/overrides.yaml`, `metrics.json` and `predictions.csv` (docs/design.md, "Contract": the run directory).
 #
 # **Inputs** (environment variables):
 # - `DERMLIT_SWEEP_DIR`: the multirun directory; default: the newest folder in
@@ -48,7 +48,8 @@ import yaml
 
 import dermlit
 from dermlit.constants import CLASSES
-from dermlit.evaluation.calibration import ece, reliability_curve
+from dermlit.evaluation.calibration import reliability_curve
+from dermlit.evaluation.metrics import point_metrics
 from dermlit.evaluation.predictions import read_predictions
 from dermlit.figures import FigureSaver
 from dermlit.sweep_summary import (
@@ -269,7 +270,7 @@ for ax, (role, config) in zip(axes, (("best", BEST), ("baseline", BASELINE)), st
         ax.set_title(f"{role}: {config}\n(no labelled predictions.csv)", fontsize=9)
         continue
     curve = reliability_curve(probs.max(1), probs.argmax(1) == targets)
-    reliability[role] = (config, curve, ece(probs, targets))
+    reliability[role] = (config, curve, point_metrics(probs, targets)["ece"])
     full = curve.counts > 0
     widths = np.diff(curve.edges)[full]
     ax.bar(curve.centers[full], curve.accuracy[full], widths, alpha=0.35, edgecolor="C0")

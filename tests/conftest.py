@@ -45,3 +45,63 @@ def write_tiny_ham(root: Path, lesions_per_class: int = 4, images_per_lesion: in
 @pytest.fixture
 def tiny_ham(tmp_path: Path) -> Path:
     return write_tiny_ham(tmp_path / "ham")
+
+
+# ---- in-process training (like lightning-hydra-template's tests/conftest.py) ----------------
+
+
+def compose_train(run_dir: Path, cache_dir: Path, overrides: list[str]):
+    """The train config as ``dermlit-train`` composes it, with the Hydra config set, so that
+    ``train(cfg)`` runs in this process (``${hydra:...}`` interpolations resolve)."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from dermlit.config import compose_config
+
+    cfg = compose_config(
+        "train",
+        [
+            f"hydra.run.dir={run_dir}",
+            f"paths.cache_dir={cache_dir}",
+            f"paths.run_dir={run_dir}",
+            *overrides,
+        ],
+        return_hydra_config=True,
+    )
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(run_dir)
+        cfg.hydra.job.num = 0
+    HydraConfig().set_config(cfg)
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def train_cache_dir(tmp_path_factory) -> Path:
+    """One synthetic-data/decode cache for every in-process run of the session."""
+    return tmp_path_factory.mktemp("dermlit-cache")
+
+
+@pytest.fixture(scope="session")
+def train_in_process(train_cache_dir: Path):
+    """``train_in_process(run_dir, *overrides) -> (cfg, metrics)``: dermlit-train's train(cfg)
+    in this process, on the session's cache (no Hydra callbacks: no run-directory guard, no
+    error.log, no exit statuses; the entry point's own tests cover those)."""
+    from dermlit.train import train
+
+    def run(run_dir: Path, *overrides: str):
+        cfg = compose_train(Path(run_dir), train_cache_dir, list(overrides))
+        return cfg, train(cfg)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def eval_in_process():
+    """``eval_in_process(*overrides) -> Evaluation``: dermlit-eval's evaluate(cfg) in-process."""
+    from dermlit.config import compose_config
+    from dermlit.evaluate import evaluate
+
+    def run(*overrides: str):
+        return evaluate(compose_config("eval", list(overrides)))
+
+    return run

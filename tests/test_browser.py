@@ -20,7 +20,7 @@ from browser import check_page, render
 from PIL import Image
 
 from dermlit.constants import CLASSES, ISIC_COLUMNS
-from dermlit.evaluation.analysis import EvalSettings
+from dermlit.evaluation.settings import EvalSettings
 from dermlit.rundir import SplitOutputs, write_evaluation
 
 pytestmark = pytest.mark.slow
@@ -101,7 +101,7 @@ def test_report_html_renders_with_every_figure_and_table(tmp_path):
         tmp_path / "run",
         synthetic_outputs(400, 1),
         val=synthetic_outputs(300, 2),
-        settings=EvalSettings(n_resamples=100),
+        settings=EvalSettings.defaults(n_resamples=100),
     )
     page = check_page(
         ev.report.html_path,

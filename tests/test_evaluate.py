@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,16 +33,12 @@ TINY = [
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Iterator[tuple[Path, dict]]:
-    """A tiny run trained through the real entry point (``dermlit-train``)."""
-    cache = tmp_path_factory.mktemp("eval-cache")
+def run(tmp_path_factory, train_in_process, train_cache_dir) -> Iterator[tuple[Path, dict]]:
+    """A tiny run trained in-process (``train(cfg)`` as ``dermlit-train`` runs it)."""
     run_dir = tmp_path_factory.mktemp("eval-run") / "run"
-    env = {**os.environ, "DERMLIT_CACHE": str(cache)}
-    cmd = [sys.executable, "-m", "dermlit.train", *TINY, f"hydra.run.dir={run_dir}"]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    train_in_process(run_dir, *TINY)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DERMLIT_CACHE", str(cache))  # for the in-process evaluations below
+        mp.setenv("DERMLIT_CACHE", str(train_cache_dir))  # for the evaluations below
         yield run_dir, json.loads((run_dir / "metrics.json").read_text())
 
 

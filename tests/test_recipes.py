@@ -1,16 +1,13 @@
 """The named recipes in conf/experiment: each composes to what its comment promises and runs.
 
-The real runs take 30 minutes (CPU) or a GPU; here each recipe goes through the real entry
-point on the tiny synthetic set (one batch per stage), so a recipe that no longer composes,
+The real runs take 30 minutes (CPU) or a GPU; here each recipe trains in-process (``train(cfg)``
+as dermlit-train runs it) on the tiny synthetic set (one batch per stage), so a recipe that no longer composes,
 builds or trains fails here, not in a user's first long run.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -65,32 +62,30 @@ def test_gpu_recipe_is_full_resolution_sam_ema_bf16() -> None:
     assert ddp.trainer.devices == 4 and ddp.trainer.precision == "bf16-mixed"
 
 
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("dermlit-cache")
+@pytest.fixture
+def run_recipe(train_in_process, monkeypatch):
+    """``run_recipe(run_dir, *overrides) -> metrics.json``, trained in-process."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+
+    def run(run_dir: Path, *overrides: str) -> dict:
+        train_in_process(run_dir, *overrides, *TINY)
+        return json.loads((run_dir / "metrics.json").read_text())
+
+    return run
 
 
-def run_recipe(run_dir: Path, cache_dir: Path, *overrides: str) -> dict:
-    env = {**os.environ, "DERMLIT_CACHE": str(cache_dir), "WANDB_MODE": "offline"}
-    cmd = [sys.executable, "-m", "dermlit.train", *overrides, *TINY, f"hydra.run.dir={run_dir}"]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    return json.loads((run_dir / "metrics.json").read_text())
-
-
-def test_cpu_best_trains_through_the_entry_point(tmp_path: Path, cache_dir: Path) -> None:
-    metrics = run_recipe(tmp_path / "run", cache_dir, "experiment=ham10000_cpu_best")
+def test_cpu_best_trains(tmp_path: Path, run_recipe) -> None:
+    metrics = run_recipe(tmp_path / "run", "experiment=ham10000_cpu_best")
     # the class bias was fitted on validation, and the final validation decisions are scored
     assert {f"posthoc/bias_{c}" for c in CLASSES} <= metrics.keys()
     assert 0.0 <= metrics["val/macro_f1"] <= 1.0 and metrics["test/n_images"] > 0
 
 
 @pytest.mark.slow
-def test_gpu_recipe_trains_on_cpu_in_bf16(tmp_path: Path, cache_dir: Path) -> None:
+def test_gpu_recipe_trains_on_cpu_in_bf16(tmp_path: Path, run_recipe) -> None:
     """The GPU recipe minus the GPU: SAM + EMA + bf16 autocast + TTA + class bias, one batch."""
     metrics = run_recipe(
         tmp_path / "run",
-        cache_dir,
         "experiment=ham10000_gpu",
         "trainer.accelerator=cpu",
         "data.pin_memory=false",

@@ -1,4 +1,7 @@
-"""Training through the real entry point (``python -m dermlit.train`` = ``dermlit-train``)."""
+"""Training: once through the real entry point (``python -m dermlit.train`` = ``dermlit-train``:
+Hydra's own run directory files, the printed summary), otherwise in-process (``train(cfg)``, the
+``train_in_process`` fixture), and ``dermlit-eval``'s entry point reproducing the run's test
+metrics from its best checkpoint."""
 
 from __future__ import annotations
 
@@ -35,25 +38,33 @@ def run_train(run_dir: Path, cache_dir: Path, *overrides: str) -> subprocess.Com
 
 
 def test_fast_dev_run_through_the_entry_point(tmp_path: Path, cache_dir: Path) -> None:
-    proc = run_train(tmp_path / "run", cache_dir, "debug=fdr")
-    assert "test/macro_f1" in proc.stdout and "Run directory:" in proc.stdout
-    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["test/n_images"] > 0
+    """The one subprocess test of ``dermlit-train``: Hydra's run directory and the summary."""
+    run = tmp_path / "run"
+    proc = run_train(run, cache_dir, "debug=fdr")
+    assert "test/macro_f1" in proc.stdout
+    assert f"Run directory: {run.resolve()}" in proc.stdout.replace("\n", "")
+    assert json.loads((run / "metrics.json").read_text())["test/n_images"] > 0
+    # .hydra: Hydra's composed config and overrides, dermlit's resolved config
+    assert yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text()) == [*TINY, "debug=fdr"]
+    resolved = yaml.safe_load((run / ".hydra" / "resolved.yaml").read_text())
+    assert (
+        resolved["trainer"]["fast_dev_run"] is True and (run / ".hydra" / "config.yaml").is_file()
+    )
 
 
 @pytest.fixture(scope="module")
-def one_epoch_run(tmp_path_factory, cache_dir: Path) -> tuple[Path, subprocess.CompletedProcess]:
+def one_epoch_run(tmp_path_factory, train_in_process, train_cache_dir) -> Path:
     run = tmp_path_factory.mktemp("one-epoch") / "run"
-    return run, run_train(run, cache_dir, "trainer.max_epochs=1")
+    train_in_process(run, *TINY, "trainer.max_epochs=1")
+    return run
 
 
 def test_one_epoch_writes_the_whole_run_directory(one_epoch_run) -> None:
-    run, proc = one_epoch_run
-    assert f"Run directory: {run.resolve()}" in proc.stdout.replace("\n", "")
+    run = one_epoch_run
 
-    # .hydra: the composed and the resolved config
+    # .hydra: the resolved config
     resolved = yaml.safe_load((run / ".hydra" / "resolved.yaml").read_text())
     assert resolved["trainer"]["max_epochs"] == 1
-    assert (run / ".hydra" / "overrides.yaml").is_file()
 
     # checkpoints: last and best by val/macro_f1
     ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())
@@ -98,10 +109,11 @@ def test_one_epoch_writes_the_whole_run_directory(one_epoch_run) -> None:
 
 
 def test_eval_reproduces_the_test_metrics_from_the_best_checkpoint(
-    one_epoch_run, cache_dir
+    one_epoch_run, train_cache_dir
 ) -> None:
-    run, _ = one_epoch_run
-    env = {**os.environ, "DERMLIT_CACHE": str(cache_dir)}
+    """The one subprocess test of ``dermlit-eval``: the run's own metrics, exactly."""
+    run = one_epoch_run
+    env = {**os.environ, "DERMLIT_CACHE": str(train_cache_dir)}
     cmd = [sys.executable, "-m", "dermlit.evaluate", f"run_dir={run}", "checkpoint=best"]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -22,11 +22,11 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from PIL import Image
 
 from dermlit.augment.gallery import write_gallery
 from dermlit.augment.morphology import lesion_features
+from dermlit.config import compose_config, group_options
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = Path(
@@ -91,11 +91,13 @@ def load_batch(data: Path, image_ids: list[str], size: int) -> tuple[torch.Tenso
 
 
 def load_preset(name: str, conf_dir: Path) -> torch.nn.Module:
-    path = conf_dir / f"{name}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in conf_dir.glob("*.yaml"))
+    """Option ``name`` of the ``augment`` group in ``conf_dir`` (a ``conf/augment`` folder),
+    composed by Hydra as ``dermlit-train augment=NAME`` would."""
+    root = Path(conf_dir).resolve().parent
+    known = group_options("augment", root)
+    if name not in known:
         raise ValueError(f"unknown augment preset {name!r}; known: {known}")
-    return instantiate(OmegaConf.load(path))
+    return instantiate(compose_config(None, [f"+augment={name}"], root).augment)
 
 
 def _features(images: torch.Tensor, masks: torch.Tensor, batch: int) -> dict[str, np.ndarray]:

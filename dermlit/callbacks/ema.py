@@ -28,6 +28,8 @@ from lightning.pytorch.callbacks import WeightAveraging
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor
 
+from dermlit.checkpoints import LIGHTNING_LAYOUT, to_lightning_layout, to_raw_export_layout
+
 
 def ema_decay(
     n_updates: int,
@@ -208,20 +210,17 @@ class EMA(WeightAveraging):
         if self._average_model is not None and self.n_updates == 0:
             self._copy_current_to_average(pl_module)  # never save a never-updated average
         super().on_save_checkpoint(trainer, pl_module, checkpoint)
-        if self.export == "raw" and "current_model_state" in checkpoint:
-            checkpoint["ema_state_dict"] = checkpoint["state_dict"]
-            checkpoint["state_dict"] = checkpoint.pop("current_model_state")
+        if self.export == "raw":
+            to_raw_export_layout(checkpoint)
 
     def on_load_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        if "ema_state_dict" in checkpoint:  # export=raw layout -> Lightning's layout
-            checkpoint["current_model_state"] = checkpoint["state_dict"]
-            checkpoint["state_dict"] = checkpoint.pop("ema_state_dict")
+        to_lightning_layout(checkpoint)
         if trainer.state.fn == "fit":
             super().on_load_checkpoint(trainer, pl_module, checkpoint)
             return
         # test/validate/predict from a checkpoint: the exported weights, not Lightning's choice
-        key = "state_dict" if self.export == "ema" else "current_model_state"
+        key = LIGHTNING_LAYOUT[self.export]
         if key in checkpoint:
             pl_module.load_state_dict(checkpoint[key])

@@ -24,8 +24,8 @@ PREPROCESS_VERSION = 1
 
 
 def square_crop(img: Image.Image, size: int) -> Image.Image:
-    """Resize the shorter side to ``size`` (bilinear) and centre-crop to a square (DESIGN.md
-    contract); lesion masks go through the same geometry as their images."""
+    """Resize the shorter side to ``size`` (bilinear) and centre-crop to a square (docs/design.md,
+    "Contract"); lesion masks go through the same geometry as their images."""
     w, h = img.size
     scale = size / min(w, h)
     new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))

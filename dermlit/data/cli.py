@@ -91,61 +91,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_source(name: str, root: Path, options: list[str]):
-    """Instantiate ``conf/data/NAME.yaml``'s ``source`` with ``root`` and the overrides."""
+    """``conf/data/NAME.yaml``'s ``source`` as ``dermlit-train data=NAME`` composes it, with
+    ``root`` and the ``KEY=VALUE`` options (added when the option has no such key)."""
     from hydra.utils import instantiate
-    from omegaconf import OmegaConf
 
-    from dermlit.config import CONF_DIR, register_resolvers
+    from dermlit.config import group_options
 
-    path = CONF_DIR / "data" / f"{name}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in path.parent.glob("[!_]*.yaml"))
+    known = group_options("data")
+    if name not in known:
         raise SystemExit(f"unknown --source {name!r}; known: {', '.join(known)}")
-    register_resolvers()
-    cfg = OmegaConf.create(
-        {
-            "paths": OmegaConf.load(CONF_DIR / "paths" / "default.yaml"),
-            "source": OmegaConf.load(path).source,
-        }
-    )
-    cfg.source.root = str(root)
-    cfg.source = OmegaConf.merge(cfg.source, OmegaConf.from_dotlist(options))
-    return instantiate(cfg.source, _convert_="all")
+    cfg = compose_data(name, root, [f"++data.source.{option}" for option in options])
+    return instantiate(cfg.data.source, _convert_="all")
 
 
 def default_detector(threshold: float | None = None):
     """The near-duplicate detector of ``conf/data/near_duplicates/default.yaml`` (so that check
     and training share its cache), with another ``threshold`` if given."""
     from hydra.utils import instantiate
-    from omegaconf import OmegaConf
 
-    from dermlit.config import CONF_DIR
+    from dermlit.config import compose_config
 
-    node = OmegaConf.load(CONF_DIR / "data" / "near_duplicates" / "default.yaml")
+    overrides = ["+data/near_duplicates@detector=default"]
     if threshold is not None:
-        node.threshold = threshold
-    return instantiate(node)
+        overrides.append(f"detector.threshold={threshold}")
+    return instantiate(compose_config(None, overrides).detector)
 
 
 def default_cache_dir() -> Path:
-    from omegaconf import OmegaConf
+    """``paths.cache_dir`` as dermlit-train resolves it (env ``DERMLIT_CACHE``)."""
+    from dermlit.config import compose_config
 
-    from dermlit.config import CONF_DIR, register_resolvers
-
-    register_resolvers()
-    paths = OmegaConf.create({"paths": OmegaConf.load(CONF_DIR / "paths" / "default.yaml")})
-    return Path(paths.paths.cache_dir)
+    return Path(compose_config(None, ["+paths=default"]).paths.cache_dir)
 
 
 def compose_data(name: str, root: Path, overrides: list[str]):
     """``conf/train.yaml`` composed with ``data=NAME data.source.root=ROOT`` + overrides."""
-    from hydra import compose, initialize_config_dir
+    from dermlit.config import compose_config
 
-    from dermlit.config import CONF_DIR, register_resolvers
-
-    register_resolvers()
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return compose("train", overrides=[f"data={name}", f"data.source.root={root}", *overrides])
+    return compose_config("train", [f"data={name}", f"data.source.root={root}", *overrides])
 
 
 def run_split(args: argparse.Namespace, console: Console) -> int:

@@ -5,7 +5,7 @@ fixed class order of ``dermlit.constants.CLASSES``; no Lightning here.
 """
 
 from dermlit.evaluation.bootstrap import (
-    HEADLINE,
+    COMPARED_METRICS,
     bootstrap_ci,
     bootstrap_distribution,
     bootstrap_intervals,
@@ -15,12 +15,7 @@ from dermlit.evaluation.bootstrap import (
 )
 from dermlit.evaluation.calibration import (
     apply_temperature,
-    brier,
-    classwise_ece,
-    ece,
     fit_temperature,
-    mce,
-    nll,
     reliability_curve,
 )
 from dermlit.evaluation.decisions import (
@@ -34,25 +29,20 @@ from dermlit.evaluation.decisions import (
 from dermlit.evaluation.metrics import higher_is_better, point_metrics
 
 __all__ = [
-    "HEADLINE",
+    "COMPARED_METRICS",
     "apply_temperature",
     "bayes_decisions",
     "bootstrap_ci",
     "bootstrap_distribution",
     "bootstrap_intervals",
-    "brier",
-    "classwise_ece",
     "coverage_at_target",
     "decision_summary",
-    "ece",
     "expected_cost",
     "fit_temperature",
     "higher_is_better",
     "malignancy_cost_matrix",
-    "mce",
     "mcnemar",
     "metrics_with_ci",
-    "nll",
     "paired_bootstrap",
     "point_metrics",
     "reliability_curve",

@@ -7,38 +7,34 @@ only decides which probabilities feed which piece and names the ``metrics.json``
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from omegaconf import OmegaConf
 from sklearn.metrics import roc_curve
 
-from dermlit.config import CONF_DIR
 from dermlit.constants import CLASS_TO_INDEX, CLASSES, MALIGNANT
 from dermlit.evaluation.bootstrap import metrics_with_ci
 from dermlit.evaluation.calibration import (
-    N_BINS,
     NLL_EPS,
     ReliabilityCurve,
     apply_temperature,
     fit_temperature,
     reliability_curve,
 )
-from dermlit.evaluation.conformal import DEFAULT_ALPHA, ConformalEvaluation, evaluate_conformal
+from dermlit.evaluation.conformal import ConformalEvaluation, evaluate_conformal
 from dermlit.evaluation.decisions import (
     SCORES,
-    TARGET_METRICS,
     RiskCoverage,
     bayes_decisions,
     coverage_at_target,
     decision_summary,
     risk_coverage,
 )
-from dermlit.evaluation.subgroups import DEFAULT_COLUMNS as SUBGROUP_COLUMNS
-from dermlit.evaluation.subgroups import MIN_SIZE, SubgroupResult, subgroup_metrics
+from dermlit.evaluation.settings import EvalSettings
+from dermlit.evaluation.subgroups import SubgroupResult, subgroup_metrics
 
 if TYPE_CHECKING:
     from dermlit.explain.review import ErrorExplanations
@@ -53,87 +49,6 @@ DECISION_KEYS = (
     "benign_referral_rate",
     "referral_rate",
 )
-
-
-@dataclass(frozen=True)
-class CostMatrix:
-    """``matrix[true, decided]`` in ``CLASSES`` order."""
-
-    name: str
-    matrix: np.ndarray
-
-    @classmethod
-    def from_config(cls, node: Mapping) -> CostMatrix:
-        """From ``conf/evaluation/cost/*.yaml``: ``name``, ``classes`` and a square ``matrix``
-        whose rows/columns follow ``classes`` (reordered here into ``CLASSES`` order)."""
-        classes = list(node.get("classes", CLASSES))
-        if sorted(classes) != sorted(CLASSES):
-            raise ValueError(f"cost classes must be a permutation of {list(CLASSES)}: {classes}")
-        m = np.asarray([list(row) for row in node["matrix"]], dtype=np.float64)
-        if m.shape != (len(CLASSES), len(CLASSES)):
-            raise ValueError(f"cost matrix {node.get('name')!r} must be 7x7, got {m.shape}")
-        if np.any(np.diag(m) != 0) or np.any(m < 0):
-            raise ValueError(f"cost matrix {node.get('name')!r}: need a zero diagonal, costs >= 0")
-        order = [classes.index(c) for c in CLASSES]
-        return cls(str(node.get("name", "custom")), m[np.ix_(order, order)])
-
-
-def load_cost(name: str) -> CostMatrix:
-    """A cost matrix of ``conf/evaluation/cost/`` by name (the defaults outside Hydra)."""
-    path = CONF_DIR / "evaluation" / "cost" / f"{name}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        raise FileNotFoundError(f"no cost matrix {name!r} in {path.parent}; known: {known}")
-    return CostMatrix.from_config(OmegaConf.load(path))
-
-
-@dataclass(frozen=True)
-class EvalSettings:
-    """What ``conf/evaluation/`` configures, with the same defaults."""
-
-    cost: CostMatrix = field(default_factory=lambda: load_cost("clinical"))
-    common_classes: tuple[str, ...] = ("nv",)
-    referral_targets: Mapping[str, float] = field(
-        default_factory=lambda: {"macro_f1": 0.8, "mel_recall": 0.9}
-    )
-    n_resamples: int = 1000
-    seed: int = 0
-    alpha: float = 0.05
-    n_bins: int = N_BINS
-    #: miscoverage of the conformal sets (evaluation.conformal.alpha)
-    conformal_alpha: float = DEFAULT_ALPHA
-    #: metadata columns measured per subgroup, and the size below which a group is flagged
-    subgroup_columns: tuple[str, ...] = SUBGROUP_COLUMNS
-    subgroup_min_size: int = MIN_SIZE
-
-    @classmethod
-    def from_config(
-        cls, node: Mapping | None, n_resamples: int = 1000, seed: int = 0
-    ) -> EvalSettings:
-        """``node`` is the ``evaluation`` config (None: the defaults, i.e. the clinical cost)."""
-        if node is None:
-            return cls(n_resamples=n_resamples, seed=seed)
-        unknown = set(node.get("common_classes", ())) - set(CLASSES)
-        targets = dict(node.get("referral_targets", {}))
-        subgroups = node.get("subgroups") or {}
-        bad_targets = set(targets) - set(TARGET_METRICS)
-        if unknown or bad_targets:
-            raise ValueError(
-                f"evaluation: unknown common_classes {sorted(unknown)} or referral_targets "
-                f"{sorted(bad_targets)} (known: {list(CLASSES)}, {list(TARGET_METRICS)})"
-            )
-        return cls(
-            cost=CostMatrix.from_config(node["cost"]),
-            common_classes=tuple(node.get("common_classes", ("nv",))),
-            referral_targets=targets,
-            n_resamples=n_resamples,
-            seed=seed,
-            alpha=float(node.get("alpha", 0.05)),
-            n_bins=int(node.get("n_bins", N_BINS)),
-            conformal_alpha=float((node.get("conformal") or {}).get("alpha", DEFAULT_ALPHA)),
-            subgroup_columns=tuple(subgroups.get("columns", SUBGROUP_COLUMNS)),
-            subgroup_min_size=int(subgroups.get("min_size", MIN_SIZE)),
-        )
 
 
 @dataclass
@@ -195,7 +110,7 @@ def analyse(
     temperature scaling and no sets without); ``metadata``: one row per row of ``probs`` with
     the subgroup columns (age, sex, localization) that the source has.
     """
-    s = settings or EvalSettings()
+    s = settings or EvalSettings.defaults()
     probs, targets = np.asarray(probs, dtype=np.float64), np.asarray(targets, dtype=np.int64)
     labelled = targets >= 0
     out = Analysis(split, len(targets), s, {f"{split}/n_images": len(targets)})
@@ -208,98 +123,133 @@ def analyse(
     p, t = probs[labelled], targets[labelled]
     z = log_probs(p) if logits is None else np.asarray(logits, dtype=np.float64)[labelled]
     boot = {"n_resamples": s.n_resamples, "seed": s.seed, "alpha": s.alpha, "n_bins": s.n_bins}
-    m = out.metrics
-    m.update(metrics_with_ci(p, t, prefix=f"{split}/", **boot))
-    m[f"{split}/n_labelled"] = out.n_labelled
+    out.metrics.update(metrics_with_ci(p, t, prefix=f"{split}/", **boot))
+    out.metrics[f"{split}/n_labelled"] = out.n_labelled
+    add_confusion(out, p, t)
+    decide = add_calibration(out, p, t, z, val, boot)
+    add_decisions(out, p, t, decide)
+    add_referral(out, t, decide)
+    if metadata is not None and s.subgroup_columns:
+        add_subgroups(out, probs, targets, metadata)
+    add_roc_mel(out, p, t)
+    return out
 
-    # confusion, and the errors that hurt most in an imbalanced set: rare called common
-    pred = p.argmax(1)
+
+def add_confusion(out: Analysis, p: np.ndarray, t: np.ndarray) -> None:
+    """The confusion matrix, and the errors that hurt most in an imbalanced set: a rare class
+    called common (``<split>/rare_called_common_rate``)."""
+    common = out.settings.common_classes
     k = len(CLASSES)
-    out.confusion = np.bincount(t * k + pred, minlength=k * k).reshape(k, k)
-    out.highlight = rare_called_common(s.common_classes)
-    rare_rows = ~np.isin(CLASSES, list(s.common_classes))
+    out.confusion = np.bincount(t * k + p.argmax(1), minlength=k * k).reshape(k, k)
+    out.highlight = rare_called_common(common)
+    rare_rows = ~np.isin(CLASSES, list(common))
     n_rare = out.confusion[rare_rows].sum()
-    m[f"{split}/rare_called_common_rate"] = (
+    out.metrics[out.key("rare_called_common_rate")] = (
         float((out.confusion * out.highlight).sum() / n_rare) if n_rare else float("nan")
     )
 
-    # calibration before and after temperature scaling fitted on validation
+
+def add_calibration(
+    out: Analysis,
+    p: np.ndarray,
+    t: np.ndarray,
+    z: np.ndarray,
+    val: tuple[np.ndarray, np.ndarray] | None,
+    boot: dict,
+) -> np.ndarray:
+    """Calibration before and after temperature scaling fitted on validation, and the conformal
+    sets; returns the probabilities that decisions and referral use (temperature-scaled when
+    possible)."""
+    s, m, pred = out.settings, out.metrics, p.argmax(1)
     out.reliability["before"] = reliability_curve(p.max(1), pred == t, s.n_bins)
     out.class_reliability["before"] = _class_curves(p, t, s.n_bins)
-    decide = p
-    if val is not None:
-        val_logits, val_targets = (np.asarray(a) for a in val)
-        keep = val_targets >= 0
-        out.temperature = fit_temperature(val_logits[keep], val_targets[keep])
-        decide = apply_temperature(z, out.temperature)
-        m[f"{split}/temperature"] = out.temperature
-        after = metrics_with_ci(decide, t, prefix="", **boot)
-        for name in CALIBRATION:  # the value and all its interval keys (bootstrap.py)
-            for key, value in after.items():
-                if key == name or key.startswith(f"{name}_ci_"):
-                    m[f"{split}/{name}{TS}{key[len(name) :]}"] = value
-        out.reliability["after"] = reliability_curve(decide.max(1), pred == t, s.n_bins)
-        out.class_reliability["after"] = _class_curves(decide, t, s.n_bins)
-        # conformal sets from the probabilities dermlit predict outputs (temperature-scaled),
-        # calibrated on the validation split's, scaled alike
-        if keep.any():
-            val_probs = apply_temperature(val_logits[keep], out.temperature)
-            out.conformal = evaluate_conformal(
-                val_probs,
-                val_targets[keep],
-                decide,
-                t,
-                split,
-                s.conformal_alpha,
-                s.n_resamples,
-                s.seed,
-                s.alpha,
-            )
-            m.update(out.conformal.metrics)
-    else:
+    if val is None:
         out.notes.append(
             "No validation predictions: temperature scaling skipped; decisions and referral "
             "use the uncalibrated probabilities."
         )
+        return p
+    val_logits, val_targets = (np.asarray(a) for a in val)
+    keep = val_targets >= 0
+    out.temperature = fit_temperature(val_logits[keep], val_targets[keep])
+    decide = apply_temperature(z, out.temperature)
+    m[out.key("temperature")] = out.temperature
+    after = metrics_with_ci(decide, t, prefix="", **boot)
+    for name in CALIBRATION:  # the value and all its interval keys (bootstrap.py)
+        for key, value in after.items():
+            if key == name or key.startswith(f"{name}_ci_"):
+                m[out.key(f"{name}{TS}{key[len(name) :]}")] = value
+    out.reliability["after"] = reliability_curve(decide.max(1), pred == t, s.n_bins)
+    out.class_reliability["after"] = _class_curves(decide, t, s.n_bins)
+    # conformal sets from the probabilities dermlit predict outputs (temperature-scaled),
+    # calibrated on the validation split's, scaled alike
+    if keep.any():
+        val_probs = apply_temperature(val_logits[keep], out.temperature)
+        out.conformal = evaluate_conformal(
+            val_probs,
+            val_targets[keep],
+            decide,
+            t,
+            out.split,
+            s.conformal_alpha,
+            s.n_resamples,
+            s.seed,
+            s.alpha,
+        )
+        m.update(out.conformal.metrics)
+    return decide
 
-    # decisions: argmax vs minimum expected cost (Bayes) from the calibrated probabilities
-    cost = s.cost.matrix
-    for rule, decided in (("argmax", pred), ("bayes", bayes_decisions(decide, cost))):
+
+def add_decisions(out: Analysis, p: np.ndarray, t: np.ndarray, decide: np.ndarray) -> None:
+    """Argmax vs minimum expected cost (Bayes) decisions from the calibrated probabilities."""
+    cost = out.settings.cost.matrix
+    for rule, decided in (("argmax", p.argmax(1)), ("bayes", bayes_decisions(decide, cost))):
         summary = decision_summary(decided, t, cost, CLASSES, MALIGNANT)
-        m.update({f"{split}/{rule}_{key}": summary[key] for key in DECISION_KEYS})
+        out.metrics.update({out.key(f"{rule}_{key}"): summary[key] for key in DECISION_KEYS})
 
-    # referral: defer the least confident / costliest cases
+
+def add_referral(out: Analysis, t: np.ndarray, decide: np.ndarray) -> None:
+    """Referral: defer the least confident / costliest cases; the coverage at each target."""
+    s, m, cost = out.settings, out.metrics, out.settings.cost.matrix
     for score in SCORES:
         rc = risk_coverage(decide, t, score, cost)
         out.risk_coverage[score] = rc
         widths = np.diff(np.concatenate([[0.0], rc.coverage]))
-        m[f"{split}/aurc_{score}"] = float((rc.risk * widths).sum())
+        m[out.key(f"aurc_{score}")] = float((rc.risk * widths).sum())
         for metric, target in s.referral_targets.items():
             if metric == "mel_recall" and not (t == CLASS_TO_INDEX["mel"]).any():
                 continue
             res = coverage_at_target(decide, t, float(target), metric, score, cost, CLASSES)
-            m[f"{split}/referral_{score}_coverage_for_{metric}"] = res["coverage"]
-            m[f"{split}/referral_{score}_threshold_for_{metric}"] = res["threshold"]
+            m[out.key(f"referral_{score}_coverage_for_{metric}")] = res["coverage"]
+            m[out.key(f"referral_{score}_threshold_for_{metric}")] = res["threshold"]
 
-    if metadata is not None and s.subgroup_columns:
-        out.subgroups = subgroup_metrics(
-            probs,
-            targets,
-            metadata.reset_index(drop=True),
-            split,
-            s.subgroup_columns,
-            min_size=s.subgroup_min_size,
-            n_resamples=s.n_resamples,
-            seed=s.seed,
-            ci_alpha=s.alpha,
-        )
-        m.update(out.subgroups.metrics)
 
+def add_subgroups(
+    out: Analysis, probs: np.ndarray, targets: np.ndarray, metadata: pd.DataFrame
+) -> None:
+    """Metrics per subgroup of the metadata columns (all rows: the unlabelled ones are left
+    out inside)."""
+    s = out.settings
+    out.subgroups = subgroup_metrics(
+        probs,
+        targets,
+        metadata.reset_index(drop=True),
+        out.split,
+        s.subgroup_columns,
+        min_size=s.subgroup_min_size,
+        n_resamples=s.n_resamples,
+        seed=s.seed,
+        ci_alpha=s.alpha,
+    )
+    out.metrics.update(out.subgroups.metrics)
+
+
+def add_roc_mel(out: Analysis, p: np.ndarray, t: np.ndarray) -> None:
+    """Melanoma-vs-rest ROC curve, where both sides are present."""
     mel = t == CLASS_TO_INDEX["mel"]
     if mel.any() and not mel.all():
         fpr, tpr, _ = roc_curve(mel, p[:, CLASS_TO_INDEX["mel"]])
         out.roc_mel = (fpr, tpr)
-    return out
 
 
 def _class_curves(p: np.ndarray, t: np.ndarray, n_bins: int) -> list[ReliabilityCurve]:

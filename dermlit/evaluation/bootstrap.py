@@ -22,7 +22,8 @@ import numpy as np
 from scipy.stats import binomtest, chi2
 
 from dermlit.constants import NUM_CLASSES
-from dermlit.evaluation.calibration import N_BINS, as_numpy
+from dermlit.evaluation.calibration import N_BINS
+from dermlit.evaluation.checks import as_numpy, check_probs
 from dermlit.evaluation.intervals import (
     BCA,
     BIASED,
@@ -33,15 +34,10 @@ from dermlit.evaluation.intervals import (
     jackknife_weights,
     rule_for,
 )
-from dermlit.evaluation.metrics import (
-    MetricEngine,
-    check_probs,
-    higher_is_better,
-    resolve_class_names,
-)
+from dermlit.evaluation.metrics import MetricEngine, higher_is_better, resolve_class_names
 
 #: Metrics compared by ``paired_bootstrap`` unless told otherwise.
-HEADLINE: tuple[str, ...] = (
+COMPARED_METRICS: tuple[str, ...] = (
     "macro_f1",
     "balanced_accuracy",
     "accuracy",
@@ -247,7 +243,7 @@ def paired_bootstrap(
     n_resamples: int = 1000,
     seed: int = 0,
     alpha: float = 0.05,
-    metrics: Sequence[str] = HEADLINE,
+    metrics: Sequence[str] = COMPARED_METRICS,
     num_classes: int = NUM_CLASSES,
     class_names: Sequence[str] | None = None,
     n_bins: int = N_BINS,

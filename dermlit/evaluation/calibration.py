@@ -1,4 +1,6 @@
-"""Calibration metrics, reliability curves and temperature scaling.
+"""Calibration: confidence bins, reliability curves and temperature scaling. (The calibration
+METRICS of metrics.json are computed by ``metrics.MetricEngine``; the standalone reference
+implementations they are checked against live in tests/evaluation/oracles.py.)
 
 Why our own: torchmetrics' ``MulticlassCalibrationError`` bins with
 ``bucketize(right=True) - 1``, so a confidence of exactly 1.0 (common after softmax in float32)
@@ -15,36 +17,13 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
 
+from dermlit.evaluation.checks import as_numpy, check_probs_targets
+
 #: Default number of equal-width confidence bins (Guo et al., 2017).
 N_BINS = 15
 #: Probabilities are floored here before the log so that a confident miss costs a finite NLL
 #: (float64 machine epsilon, as sklearn ``log_loss`` does for float64 input).
 NLL_EPS = float(np.finfo(np.float64).eps)
-
-
-def as_numpy(x: object, dtype: type = np.float64) -> np.ndarray:
-    """Convert a numpy array, list or (possibly CUDA, bf16, grad-tracking) tensor to numpy."""
-    if hasattr(x, "detach"):
-        x = x.detach().cpu()
-        x = (x.double() if x.is_floating_point() else x).numpy()
-    return np.asarray(x, dtype=dtype)
-
-
-def check_probs_targets(probs: object, targets: object) -> tuple[np.ndarray, np.ndarray]:
-    """Validate ``probs`` (N, K) and integer ``targets`` (N,) in ``[0, K)``; return numpy arrays."""
-    p = as_numpy(probs)
-    t = as_numpy(targets)
-    if p.ndim != 2:
-        raise ValueError(f"probs must have shape (N, K), got {p.shape}")
-    if t.ndim != 1 or t.shape[0] != p.shape[0]:
-        raise ValueError(f"targets must have shape ({p.shape[0]},), got {t.shape}")
-    if p.shape[0] == 0:
-        raise ValueError("probs and targets are empty")
-    if not np.all(np.isfinite(p)):
-        raise ValueError("probs contain NaN or infinite values")
-    if np.any(t != np.round(t)) or t.min() < 0 or t.max() >= p.shape[1]:
-        raise ValueError(f"targets must be integers in [0, {p.shape[1]}), got {np.unique(t)}")
-    return p, t.astype(np.int64)
 
 
 def bin_index(conf: np.ndarray, n_bins: int = N_BINS) -> np.ndarray:
@@ -53,54 +32,6 @@ def bin_index(conf: np.ndarray, n_bins: int = N_BINS) -> np.ndarray:
         raise ValueError(f"n_bins must be >= 1, got {n_bins}")
     inner = np.linspace(0.0, 1.0, n_bins + 1)[1:-1]
     return np.searchsorted(inner, np.asarray(conf), side="right")
-
-
-def _bin_gaps(conf: np.ndarray, hit: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per bin: sample count and summed (hit - confidence)."""
-    idx = bin_index(conf, n_bins)
-    counts = np.bincount(idx, minlength=n_bins).astype(np.float64)
-    gaps = np.bincount(idx, weights=hit - conf, minlength=n_bins)
-    return counts, gaps
-
-
-def ece(probs: object, targets: object, n_bins: int = N_BINS) -> float:
-    """Top-label expected calibration error: sum over bins of (n_b / N) |acc_b - conf_b|."""
-    p, t = check_probs_targets(probs, targets)
-    conf, hit = p.max(1), (p.argmax(1) == t).astype(np.float64)
-    _, gaps = _bin_gaps(conf, hit, n_bins)
-    return float(np.abs(gaps).sum() / len(t))
-
-
-def mce(probs: object, targets: object, n_bins: int = N_BINS) -> float:
-    """Maximum calibration error: the largest |acc_b - conf_b| over non-empty bins."""
-    p, t = check_probs_targets(probs, targets)
-    conf, hit = p.max(1), (p.argmax(1) == t).astype(np.float64)
-    counts, gaps = _bin_gaps(conf, hit, n_bins)
-    full = counts > 0
-    return float(np.max(np.abs(gaps[full]) / counts[full]))
-
-
-def classwise_ece(probs: object, targets: object, n_bins: int = N_BINS) -> float:
-    """Class-wise ECE (Kull et al., 2019): per class, bin P(class) against the class frequency
-    in the bin, and average the K per-class ECEs."""
-    p, t = check_probs_targets(probs, targets)
-    onehot = np.eye(p.shape[1])[t]
-    per_class = [
-        np.abs(_bin_gaps(p[:, k], onehot[:, k], n_bins)[1]).sum() for k in range(p.shape[1])
-    ]
-    return float(np.mean(per_class) / len(t))
-
-
-def brier(probs: object, targets: object) -> float:
-    """Multiclass Brier score: mean over samples of the summed squared error to the one-hot."""
-    p, t = check_probs_targets(probs, targets)
-    return float(((p - np.eye(p.shape[1])[t]) ** 2).sum(1).mean())
-
-
-def nll(probs: object, targets: object) -> float:
-    """Mean negative log-likelihood of the true class (probabilities floored at ``NLL_EPS``)."""
-    p, t = check_probs_targets(probs, targets)
-    return float(-np.log(np.maximum(p[np.arange(len(t)), t], NLL_EPS)).mean())
 
 
 @dataclass(frozen=True)

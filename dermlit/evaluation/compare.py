@@ -14,73 +14,15 @@ import argparse
 import json
 import math
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from dermlit.constants import CLASSES
-from dermlit.data.validation import describe_ids
-from dermlit.evaluation.bootstrap import HEADLINE, mcnemar, paired_bootstrap
+from dermlit.evaluation.bootstrap import COMPARED_METRICS, mcnemar, paired_bootstrap
+from dermlit.evaluation.formatting import fmt, interval_text
 from dermlit.evaluation.metrics import higher_is_better, point_metrics
-from dermlit.evaluation.predictions import PREDICTIONS_ARE, read_predictions
-
-#: how this CLI says "the files hold logits" (in the reader's refusal message)
-LOGITS_FLAG = "--predictions-are logits"
-
-
-class TestSetMismatch(ValueError):
-    """The two runs were not evaluated on the same labelled images."""
-
-
-@dataclass
-class Predictions:
-    name: str
-    image_ids: list[str]
-    probs: np.ndarray
-    targets: np.ndarray
-
-    @classmethod
-    def load(cls, path: str | Path, predictions_are: str = "probabilities") -> Predictions:
-        """A run directory (its ``predictions.csv``) or a predictions.csv file, validated by
-        the reader ``dermlit-eval`` uses (a file of logits needs ``--predictions-are logits``)."""
-        path = Path(path)
-        csv = path / "predictions.csv" if path.is_dir() else path
-        if not csv.is_file():
-            raise FileNotFoundError(f"no predictions.csv at {csv}")
-        ids, probs, targets = read_predictions(csv, predictions_are, LOGITS_FLAG)
-        return cls(str(path), ids, probs, targets)
-
-
-def align(a: Predictions, b: Predictions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(probs_a, probs_b, targets)`` in A's row order; raises naming any difference."""
-    problems = []
-    for p in (a, b):
-        dup = sorted({i for i in p.image_ids if p.image_ids.count(i) > 1})
-        if dup:
-            problems.append(f"{p.name} lists image(s) twice: {describe_ids(dup)}")
-        if (p.targets < 0).any():
-            missing = [i for i, t in zip(p.image_ids, p.targets, strict=True) if t < 0]
-            problems.append(f"{p.name} has image(s) without a label: {describe_ids(missing)}")
-    only_a = sorted(set(a.image_ids) - set(b.image_ids))
-    only_b = sorted(set(b.image_ids) - set(a.image_ids))
-    if only_a:
-        problems.append(f"image(s) only in A ({a.name}): {describe_ids(only_a)}")
-    if only_b:
-        problems.append(f"image(s) only in B ({b.name}): {describe_ids(only_b)}")
-    if not problems:
-        row_b = {i: k for k, i in enumerate(b.image_ids)}
-        order = np.array([row_b[i] for i in a.image_ids], dtype=np.int64)
-        differ = np.flatnonzero(a.targets != b.targets[order])
-        if differ.size:
-            ta, tb = a.targets, b.targets[order]
-            shown = [f"{a.image_ids[k]} (A {CLASSES[ta[k]]}, B {CLASSES[tb[k]]})" for k in differ]
-            problems.append(f"different labels for the same image: {describe_ids(shown)}")
-    if problems:
-        raise TestSetMismatch(
-            "refusing to compare: the test sets differ\n  - " + "\n  - ".join(problems)
-        )
-    return a.probs, b.probs[order], a.targets
+from dermlit.evaluation.paired import Predictions, TestSetMismatch, align
+from dermlit.evaluation.predictions import PREDICTIONS_ARE
 
 
 def compare(
@@ -89,7 +31,7 @@ def compare(
     n_resamples: int = 1000,
     seed: int = 0,
     alpha: float = 0.05,
-    metrics: tuple[str, ...] = HEADLINE,
+    metrics: tuple[str, ...] = COMPARED_METRICS,
 ) -> dict:
     """JSON-ready: per metric A, B, delta (A - B), CI, share of resamples where A is better;
     McNemar on accuracy (b: only A right, c: only B right)."""
@@ -123,31 +65,27 @@ def compare(
     }
 
 
-def _f(x: float, digits: int = 3) -> str:
-    return "n/a" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
-
-
 def _ci(r: dict) -> str:
     """The delta's interval; none where its resampled differences are biased (intervals.py)."""
     status = r.get("ci_status", "ok")
     if status == "biased":
         return "no CI (biased bootstrap)"
-    text = f"[{_f(r['ci_low'])}, {_f(r['ci_high'])}]"
+    text = interval_text(r["ci_low"], r["ci_high"])
     return text + " zero width" if status == "degenerate" else text
 
 
 def rows(result: dict) -> list[list[str]]:
     out = []
     for m, r in result["metrics"].items():
-        delta = "n/a" if not math.isfinite(r["delta"]) else f"{r['delta']:+.3f}"
+        delta = fmt(r["delta"], signed=True)
         out.append(
             [
                 m,
-                _f(r["a"]),
-                _f(r["b"]),
+                fmt(r["a"]),
+                fmt(r["b"]),
                 delta,
                 _ci(r),
-                _f(r["share_a_better"], 2),
+                fmt(r["share_a_better"], 2),
                 "higher" if r["higher_is_better"] else "lower",
             ]
         )
@@ -274,7 +212,7 @@ def run(args: argparse.Namespace) -> int:
             )
         else:
             a, b = (Predictions.load(p, args.predictions_are) for p in (args.run_a, args.run_b))
-            metrics = tuple(args.metrics or HEADLINE)
+            metrics = tuple(args.metrics or COMPARED_METRICS)
             result = compare(a, b, args.resamples, args.seed, args.alpha, metrics)
     except (TestSetMismatch, FileNotFoundError, KeyError, ValueError) as err:
         print(f"dermlit compare: {err}", file=sys.stderr)

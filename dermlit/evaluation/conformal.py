@@ -32,7 +32,7 @@ import numpy as np
 
 from dermlit.constants import CLASSES
 from dermlit.evaluation.bootstrap import stratified_weights
-from dermlit.evaluation.metrics import check_probs
+from dermlit.evaluation.checks import check_probs
 
 #: Default miscoverage: sets hold the true class of >= 90% of the images of every class.
 DEFAULT_ALPHA = 0.1

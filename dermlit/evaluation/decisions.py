@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dermlit.constants import CLASSES, MALIGNANT
-from dermlit.evaluation.calibration import as_numpy, check_probs_targets
+from dermlit.evaluation.checks import as_numpy, check_probs_targets
 from dermlit.evaluation.metrics import scores_from_confusion
 
 SCORES = ("confidence", "expected_cost")

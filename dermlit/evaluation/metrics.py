@@ -33,7 +33,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from dermlit.constants import CLASSES, NUM_CLASSES
-from dermlit.evaluation.calibration import N_BINS, NLL_EPS, bin_index, check_probs_targets
+from dermlit.evaluation.calibration import N_BINS, NLL_EPS, bin_index
+from dermlit.evaluation.checks import check_probs
 
 #: Specificity levels at which melanoma sensitivity is reported.
 SPEC_LEVELS: tuple[int, ...] = (80, 90, 95)
@@ -45,16 +46,6 @@ _SPEC_TOL = 1e-9
 def higher_is_better(metric: str) -> bool:
     """True for scores (F1, recall, AUROC, ...), False for losses and calibration errors."""
     return metric in _HIGHER_IS_BETTER or metric.startswith(_HIGHER_IS_BETTER_FAMILIES)
-
-
-def check_probs(probs: object, targets: object, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Validate probabilities (not logits) of shape (N, num_classes) and their targets."""
-    p, t = check_probs_targets(probs, targets)
-    if p.shape[1] != num_classes:
-        raise ValueError(f"probs has {p.shape[1]} columns, expected num_classes={num_classes}")
-    if p.min() < 0 or p.max() > 1 or np.abs(p.sum(1) - 1).max() > 1e-3:
-        raise ValueError("probs must be probabilities whose rows sum to 1 (got logits?)")
-    return p, t
 
 
 def _divide(num: np.ndarray, den: np.ndarray, empty: float) -> np.ndarray:

@@ -19,6 +19,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from dermlit.constants import CLASSES  # noqa: E402
 from dermlit.evaluation.analysis import Analysis  # noqa: E402
 from dermlit.evaluation.calibration import ReliabilityCurve  # noqa: E402
+from dermlit.evaluation.formatting import interval_text  # noqa: E402
 
 DPI = 110
 
@@ -156,7 +157,7 @@ def roc_mel_figure(a: Analysis) -> Figure | None:
     fpr, tpr = a.roc_mel
     fig, ax = plt.subplots(figsize=(5.2, 5), constrained_layout=True)
     auc, lo, hi = a.get("auroc_mel"), a.get("auroc_mel_ci_low"), a.get("auroc_mel_ci_high")
-    ci = f" [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else ""  # none: biased
+    ci = f" {interval_text(lo, hi)}" if lo is not None and hi is not None else ""  # none: biased
     ax.plot(fpr, tpr, color="tab:red", label=f"melanoma vs rest, AUROC {auc:.3f}{ci}")
     ax.plot([0, 1], [0, 1], "k--", lw=1)
     for spec in (80, 90, 95):

@@ -1,17 +1,16 @@
 """The evaluation report: report.md, a self-contained report.html (PNGs embedded as base64) and
 the PNGs, all in ``report/``; and the same tables and images logged to W&B / TensorBoard.
 
-One list of blocks (headings, paragraphs, tables, figures) is rendered to both formats, so the
-two never disagree. Tables are pandas DataFrames of preformatted strings.
+One list of blocks (headings, paragraphs, tables, figures: ``report_blocks.py``, each rendering
+itself) is rendered to both formats, so the two never disagree. Tables are pandas DataFrames of
+preformatted strings.
 """
 
 from __future__ import annotations
 
-import base64
 import html
 import logging
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,85 +18,20 @@ import pandas as pd
 
 from dermlit.constants import CLASSES, MALIGNANT
 from dermlit.evaluation.analysis import CALIBRATION, DECISION_KEYS, TS, Analysis
+from dermlit.evaluation.formatting import fmt
 from dermlit.evaluation.metrics import SPEC_LEVELS
 from dermlit.evaluation.plots import FIGURES, row_normalised, save_figures
+from dermlit.evaluation.report_blocks import Heading, Report, Table, with_ci
+from dermlit.evaluation.report_sections import (
+    conformal_section,
+    explanation_section,
+    subgroup_section,
+)
 
 log = logging.getLogger(__name__)
 
-HEADLINE = ("macro_f1", "balanced_accuracy", "accuracy", "auroc_macro", "recall_mel")
-
-
-@dataclass
-class Table:
-    name: str
-    caption: str
-    frame: pd.DataFrame
-    highlight: np.ndarray | None = None  # bool mask of the frame's cells
-
-
-@dataclass
-class Report:
-    """What was written; ``log_report_to_loggers`` logs it."""
-
-    split: str
-    out_dir: Path
-    blocks: list = field(default_factory=list)
-    tables: dict[str, Table] = field(default_factory=dict)
-    images: dict[str, Path] = field(default_factory=dict)
-    explanations: object | None = None  # explain.review.ErrorExplanations, for the W&B table
-
-    @property
-    def markdown_path(self) -> Path:
-        return self.out_dir / "report.md"
-
-    @property
-    def html_path(self) -> Path:
-        return self.out_dir / "report.html"
-
-    def heading(self, text: str, level: int = 2) -> None:
-        self.blocks.append(("h", level, text))
-
-    def text(self, text: str) -> None:
-        self.blocks.append(("p", text))
-
-    def table(self, table: Table) -> None:
-        self.tables[table.name] = table
-        self.blocks.append(("table", table.name))
-
-    def figure(self, stem: str) -> None:
-        if stem in self.images:
-            self.blocks.append(("img", stem))
-
-
-def fmt(value: float | None, digits: int = 3) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
-
-
-def _number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value)
-
-
-def ci_label(metrics: Mapping[str, object], key: str) -> str:
-    """An interval as the report and the printed table show it (``bootstrap.py`` keys):
-    ``[low, high]``; ``no CI (biased bootstrap)`` where the interval is omitted; ``zero width,
-    N image(s)`` added to a degenerate one; empty where there is none (undefined)."""
-    if metrics.get(f"{key}_ci_biased"):
-        return "no CI (biased bootstrap)"
-    low, high = metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
-    if not (_number(low) and _number(high)):
-        return ""
-    text = f"[{low:.3f}, {high:.3f}]"
-    if metrics.get(f"{key}_ci_degenerate"):
-        n = metrics.get(f"{key}_ci_support")
-        text += (
-            f" zero width, {int(n)} image{'s' if n != 1 else ''}" if _number(n) else " zero width"
-        )
-    return text
-
-
-def with_ci(a: Analysis, name: str) -> str:
-    ci = ci_label(a.metrics, a.key(name))
-    return fmt(a.get(name)) + (f" {ci}" if ci else "")
+#: the report's headline table (with melanoma sensitivity at the SPEC_LEVELS)
+REPORT_METRICS = ("macro_f1", "balanced_accuracy", "accuracy", "auroc_macro", "recall_mel")
 
 
 INTERVAL_NOTE = (
@@ -125,7 +59,7 @@ def build_report(a: Analysis, out_dir: Path, title: str = "dermlit evaluation") 
     if not a.n_labelled:
         return r
     r.heading("Headline metrics")
-    names = [*HEADLINE, *(f"mel_sensitivity_at_spec{s}" for s in SPEC_LEVELS)]
+    names = [*REPORT_METRICS, *(f"mel_sensitivity_at_spec{s}" for s in SPEC_LEVELS)]
     rows = [(a.key(m), with_ci(a, m)) for m in names]  # the metrics.json / logger names
     rows.append((a.key("rare_called_common_rate"), fmt(a.get("rare_called_common_rate"))))
     r.table(Table("headline", f"value [{pct} CI]", _frame(rows, ["metric", "value"])))
@@ -214,12 +148,6 @@ def build_report(a: Analysis, out_dir: Path, title: str = "dermlit evaluation") 
     r.table(Table("referral", "coverage at the configured targets", _frame(ref, ref_cols)))
     r.figure("risk_coverage")
 
-    from dermlit.evaluation.report_sections import (
-        conformal_section,
-        explanation_section,
-        subgroup_section,
-    )
-
     conformal_section(r, a)
     subgroup_section(r, a)
     explanation_section(r, a)
@@ -237,42 +165,8 @@ def _pad(mask: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------- rendering
-def _md_table(t: Table) -> str:
-    cells = t.frame.to_numpy(dtype=str)
-    if t.highlight is not None:
-        cells = np.where(t.highlight, np.char.add(np.char.add("**", cells), "**"), cells)
-    lines = [f"*{t.caption}*", "", "| " + " | ".join(map(str, t.frame.columns)) + " |"]
-    lines.append("|" + " --- |" * len(t.frame.columns))
-    lines += ["| " + " | ".join(row) + " |" for row in cells]
-    return "\n".join(lines)
-
-
 def to_markdown(r: Report) -> str:
-    parts = []
-    for block in r.blocks:
-        if block[0] == "h":
-            parts.append("#" * block[1] + " " + block[2])
-        elif block[0] == "p":
-            parts.append(block[1])
-        elif block[0] == "table":
-            parts.append(_md_table(r.tables[block[1]]))
-        else:
-            parts.append(f"![{FIGURES[block[1]][1]}]({r.images[block[1]].name})")
-    return "\n\n".join(parts) + "\n"
-
-
-def _html_table(t: Table) -> str:
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in t.frame.columns)
-    rows = []
-    for i, row in enumerate(t.frame.to_numpy(dtype=str)):
-        cells = []
-        for j, v in enumerate(row):
-            hot = t.highlight is not None and t.highlight[i, j]
-            attr = ' class="hot"' if hot else ""
-            cells.append(f"<td{attr}>{html.escape(v)}</td>")
-        rows.append("<tr>" + "".join(cells) + "</tr>")
-    caption = f"<caption>{html.escape(t.caption)}</caption>"
-    return f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    return "\n\n".join(block.to_markdown() for block in r.blocks) + "\n"
 
 
 STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
@@ -283,22 +177,9 @@ td.hot{background:#f8c4c4;font-weight:bold}img{max-width:100%}figure{margin:1em 
 
 def to_html(r: Report) -> str:
     """One file with everything inline: opens anywhere, attachable, no broken image links."""
-    parts = []
-    for block in r.blocks:
-        if block[0] == "h":
-            parts.append(f"<h{block[1]}>{html.escape(block[2])}</h{block[1]}>")
-        elif block[0] == "p":
-            parts.append(f"<p>{html.escape(block[1])}</p>")
-        elif block[0] == "table":
-            parts.append(_html_table(r.tables[block[1]]))
-        else:
-            data = base64.b64encode(r.images[block[1]].read_bytes()).decode("ascii")
-            caption = html.escape(FIGURES[block[1]][1])
-            parts.append(
-                f'<figure><img alt="{caption}" src="data:image/png;base64,{data}">'
-                f"<figcaption>{caption}</figcaption></figure>"
-            )
-    title = html.escape(r.blocks[0][2] if r.blocks else "dermlit report")
+    parts = [block.to_html() for block in r.blocks]
+    first = r.blocks[0] if r.blocks else None
+    title = html.escape(first.text if isinstance(first, Heading) else "dermlit report")
     return (
         f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{title}</title>'
         f"<style>{STYLE}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n"

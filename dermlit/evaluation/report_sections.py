@@ -8,7 +8,8 @@ import pandas as pd
 from dermlit.constants import CLASSES
 from dermlit.evaluation.analysis import Analysis
 from dermlit.evaluation.conformal import set_size_distribution
-from dermlit.evaluation.report import Report, Table, ci_label, fmt, with_ci
+from dermlit.evaluation.formatting import ci_label, fmt
+from dermlit.evaluation.report_blocks import Report, Table, with_ci
 
 SUBGROUP_SHOWN = ("macro_f1", "balanced_accuracy", "accuracy", "recall_mel", "auroc_macro")
 

@@ -45,13 +45,14 @@ import yaml
 from scipy import stats
 
 from dermlit.constants import CLASSES
-from dermlit.evaluation.bootstrap import HEADLINE, bootstrap_distribution
-from dermlit.evaluation.compare import Predictions, align
+from dermlit.evaluation.bootstrap import COMPARED_METRICS, bootstrap_distribution
+from dermlit.evaluation.formatting import fmt, interval_text
 from dermlit.evaluation.metrics import higher_is_better, point_metrics
+from dermlit.evaluation.paired import Predictions, align
 
-#: headline metrics plus every class's recall (recall_mel is in HEADLINE already)
+#: headline metrics plus every class's recall (recall_mel is in COMPARED_METRICS already)
 GROUP_METRICS: tuple[str, ...] = tuple(
-    dict.fromkeys([*HEADLINE, *(f"recall_{c}" for c in CLASSES)])
+    dict.fromkeys([*COMPARED_METRICS, *(f"recall_{c}" for c in CLASSES)])
 )
 GLOB_CHARS = frozenset("*?[")
 
@@ -305,12 +306,6 @@ def compare_groups(
     }
 
 
-def _f(x, digits: int = 3, signed: bool = False) -> str:
-    if x is None or not math.isfinite(x):
-        return "n/a"
-    return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
-
-
 COLUMNS = ["metric", "A mean", "B mean", "A - B", "CI", "p", "seeds A better", "per-seed A - B"]
 
 
@@ -318,16 +313,16 @@ def rows(result: dict) -> list[list[str]]:
     out = []
     for m, r in result["metrics"].items():
         better = "n/a" if r["seeds_a_better"] is None else f"{r['seeds_a_better']}/{r['n']}"
-        per_seed = ", ".join(f"{p['seed']}: {_f(p['delta'], signed=True)}" for p in r["per_seed"])
+        per_seed = ", ".join(f"{p['seed']}: {fmt(p['delta'], signed=True)}" for p in r["per_seed"])
         direction = "" if r["higher_is_better"] else " (lower is better)"
         out.append(
             [
                 m + direction,
-                _f(r["a_mean"]),
-                _f(r["b_mean"]),
-                _f(r["mean_delta"], signed=True),
-                f"[{_f(r['ci_low'], signed=True)}, {_f(r['ci_high'], signed=True)}]",
-                _f(r["p_value"], 3),
+                fmt(r["a_mean"]),
+                fmt(r["b_mean"]),
+                fmt(r["mean_delta"], signed=True),
+                interval_text(r["ci_low"], r["ci_high"], signed=True),
+                fmt(r["p_value"], 3),
                 better,
                 per_seed,
             ]

@@ -1,6 +1,6 @@
 """Metrics per subgroup of a metadata column (age band, sex, localization, ...) with CIs.
 
-A headline over all images can hide a group the model fails (DESIGN.md: HAM10000's sources and
+A headline over all images can hide a group the model fails (docs/design.md, "Data": HAM10000's sources and
 patients differ a lot). Each subgroup gets the whole-set stratified bootstrap of
 ``bootstrap.metrics_with_ci`` on its own images; a subgroup smaller than ``min_size`` is
 flagged (``.../small: true``), never dropped, and rows without a value form the ``unknown``

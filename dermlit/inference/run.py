@@ -21,14 +21,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from dermlit.constants import CLASSES
 from dermlit.errors import InputError
-from dermlit.evaluation.analysis import EvalSettings, log_probs
+from dermlit.evaluation.analysis import log_probs
 from dermlit.evaluation.calibration import apply_temperature
-from dermlit.evaluation.conformal import DEFAULT_ALPHA, ConformalThresholds, fit_conformal
+from dermlit.evaluation.conformal import ConformalThresholds, fit_conformal
 from dermlit.evaluation.predictions import read_predictions
+from dermlit.evaluation.settings import EvalSettings
 from dermlit.export.onnx import config_hash
-
-#: the deferral score whose thresholds decide ``refer`` (the one that ranks Bayes decisions)
-DEFAULT_REFERRAL_SCORE = "expected_cost"
 
 
 def read_run_config(run_dir: Path) -> DictConfig:
@@ -41,11 +39,6 @@ def read_run_config(run_dir: Path) -> DictConfig:
 def run_config_hash(cfg: DictConfig) -> str:
     """The hash ``dermlit export`` writes into the ONNX metadata and ``--onnx`` checks."""
     return config_hash(OmegaConf.to_container(cfg, resolve=True))
-
-
-def conformal_alpha(evaluation: Mapping | None) -> float:
-    node = (evaluation or {}).get("conformal") or {}
-    return float(node.get("alpha", DEFAULT_ALPHA))
 
 
 def train_counts(run_dir: Path) -> np.ndarray | None:
@@ -172,7 +165,7 @@ def load_decisions(run_dir: str | Path) -> RunDecisions:
     )
     settings = EvalSettings.from_config(evaluation, int(cfg.get("bootstrap_resamples", 1000)))
     val_probs, val_targets = calibrated_validation(run_dir, temperature)
-    score = str((evaluation or {}).get("referral_score", DEFAULT_REFERRAL_SCORE))
+    score = settings.referral_score  # a run written before it existed: the default
     return RunDecisions(
         run_dir=run_dir,
         config=cfg,
@@ -183,6 +176,6 @@ def load_decisions(run_dir: str | Path) -> RunDecisions:
         temperature=temperature,
         logit_bias=posthoc_bias(metrics, run_dir),
         settings=settings,
-        conformal=fit_conformal(val_probs, val_targets, conformal_alpha(evaluation)),
+        conformal=fit_conformal(val_probs, val_targets, settings.conformal_alpha),
         referral=referral_rule(val_probs, val_targets, settings, score),
     )

@@ -15,9 +15,10 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
+from dermlit.checkpoints import OPTIM_STATE, train_raw_weights
 from dermlit.constants import NUM_CLASSES
 from dermlit.models.tta import TestTimeAugmentation
-from dermlit.optim.base import Optimization, step_schedulers
+from dermlit.optim.base import UpdateRule, step_schedulers
 
 
 def classification_metrics(prefix: str) -> MetricCollection:
@@ -43,7 +44,7 @@ class DermClassifier(L.LightningModule):
     def __init__(
         self,
         backbone: nn.Module,
-        optim: Optimization,
+        optim: UpdateRule,
         loss: Callable[..., nn.Module] | None = None,
         augment: nn.Module | None = None,
         mean: Sequence[float] = (0.485, 0.456, 0.406),
@@ -79,17 +80,17 @@ class DermClassifier(L.LightningModule):
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["dermlit_optim"] = self.optim.state_dict()  # e.g. LookSAM's g_v
+        checkpoint[OPTIM_STATE] = self.optim.state_dict()  # e.g. LookSAM's g_v
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self.optim.load_state_dict(checkpoint.get("dermlit_optim", {}))
-        # A checkpoint written with EMA holds the average in "state_dict" and the trained weights
-        # in "current_model_state"; resuming fit WITHOUT the EMA callback must train the latter.
+        self.optim.load_state_dict(checkpoint.get(OPTIM_STATE, {}))
+        # A checkpoint written with EMA holds the average in its state_dict beside the trained
+        # weights (dermlit/checkpoints.py); resuming fit WITHOUT the EMA callback trains the latter.
         trainer = self._trainer
         averaging = any(isinstance(c, WeightAveraging) for c in getattr(trainer, "callbacks", []))
         fitting = trainer is not None and trainer.state.fn == "fit"
-        if "current_model_state" in checkpoint and not averaging and fitting:
-            checkpoint["state_dict"] = checkpoint["current_model_state"]
+        if not averaging and fitting:
+            train_raw_weights(checkpoint)
 
     # ------------------------------------------------------------------ data on device
     def on_after_batch_transfer(self, batch, dataloader_idx: int):

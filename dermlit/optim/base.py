@@ -2,11 +2,11 @@
 
 Lightning's automatic loop cannot run two forward-backward passes per step (SAM), so
 ``DermClassifier`` sets ``automatic_optimization = False`` and delegates each training batch to
-an :class:`Optimization` from the ``optim/`` config group. Manual optimization makes
+an :class:`UpdateRule` from the ``optim/`` config group. Manual optimization makes
 ``Trainer(gradient_clip_val=, accumulate_grad_batches=)`` raise, so both live here instead.
 
-Every update rule records the loss of each forward pass (:meth:`Optimization.record`) and ends
-each update in :meth:`Optimization.finish_update`, which refuses a non-finite loss or gradient
+Every update rule records the loss of each forward pass (:meth:`UpdateRule.record`) and ends
+each update in :meth:`UpdateRule.finish_update`, which refuses a non-finite loss or gradient
 before ``opt.step()`` (``dermlit/optim/guard.py``).
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from torch import Tensor
 from torch.optim import Optimizer
@@ -26,15 +26,15 @@ from dermlit.optim.guard import (
     NonFiniteUpdateError,
     check_update,
 )
+from dermlit.optim.module import TrainedModule
 from dermlit.optim.replan import replan
-
-if TYPE_CHECKING:
-    from dermlit.models.classifier import DermClassifier
 
 
 @dataclass
-class Optimization:
-    """A base optimizer (any ``torch.optim`` class, as a partial), an LR schedule and the step.
+class UpdateRule:
+    """An update rule wrapping a torch optimizer: the base optimizer (any ``torch.optim``
+    class, as a partial), its LR schedule, and how one training batch becomes an update
+    (forward, backward, accumulate, clip, step). SAM and its variants subclass it.
 
     ``interval`` says whether the scheduler steps per optimizer step or per epoch.
     ``accumulate_grad_batches`` sums gradients over that many batches before a step.
@@ -54,7 +54,7 @@ class Optimization:
         if self.accumulate_grad_batches < 1:
             raise ValueError("optim.accumulate_grad_batches must be >= 1")
 
-    def configure(self, module: DermClassifier) -> dict:
+    def configure(self, module: TrainedModule) -> dict:
         params = [p for p in module.parameters() if p.requires_grad]
         optimizer = self.optimizer(params)
         if self.scheduler is None:
@@ -64,7 +64,7 @@ class Optimization:
             "lr_scheduler": {"scheduler": self.scheduler(optimizer), "interval": self.interval},
         }
 
-    def replan_schedule(self, module: DermClassifier) -> None:
+    def replan_schedule(self, module: TrainedModule) -> None:
         """On resume: the restored scheduler takes the configured plan (a new
         ``trainer.max_epochs``), keeping its progress (:mod:`dermlit.optim.replan`)."""
         schedulers = module.lr_schedulers()
@@ -81,13 +81,13 @@ class Optimization:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         return None
 
-    def is_update_batch(self, module: DermClassifier, batch_idx: int) -> bool:
+    def is_update_batch(self, module: TrainedModule, batch_idx: int) -> bool:
         """True on the batch that ends an accumulation window (or the epoch's last batch)."""
         k = self.accumulate_grad_batches
         return (batch_idx + 1) % k == 0 or bool(module.trainer.is_last_batch)
 
     def step(
-        self, module: DermClassifier, images: Tensor, targets: Tensor, batch_idx: int
+        self, module: TrainedModule, images: Tensor, targets: Tensor, batch_idx: int
     ) -> Tensor:
         """Forward, backward, and on the window's last batch clip + step: returns the loss."""
         opt = module.optimizers()
@@ -98,7 +98,7 @@ class Optimization:
             self.finish_update(module, opt)
         return loss.detach()
 
-    def begin_batch(self, module: DermClassifier) -> None:
+    def begin_batch(self, module: TrainedModule) -> None:
         """Called before each training batch: at the start of an update, copy the buffers."""
         if not self._records:
             self._buffers.take(module)
@@ -107,7 +107,7 @@ class Optimization:
         """Note a forward pass's loss for the finiteness check of the update (no host sync)."""
         self._records.append(LossRecord(batch_idx, stage, loss.detach()))
 
-    def finish_update(self, module: DermClassifier, opt) -> None:
+    def finish_update(self, module: TrainedModule, opt) -> None:
         """Check, clip, step, schedule. A non-finite recorded loss or gradient raises
         :class:`~dermlit.optim.guard.NonFiniteUpdateError` BEFORE ``opt.step()``."""
         records, self._records = self._records, []
@@ -126,9 +126,14 @@ class Optimization:
             step_schedulers(module)
 
 
-def step_schedulers(module: DermClassifier) -> None:
+def step_schedulers(module: TrainedModule) -> None:
     schedulers = module.lr_schedulers()
     if schedulers is None:
         return
     for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
         scheduler.step()
+
+
+#: the name before issue 18: run directories written earlier (``.hydra/resolved.yaml`` of
+#: ``dermlit-eval``, docs/results/) target ``dermlit.optim.Optimization``
+Optimization = UpdateRule

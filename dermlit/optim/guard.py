@@ -27,15 +27,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from dermlit.errors import RunFailure
-
-if TYPE_CHECKING:
-    from dermlit.models.classifier import DermClassifier
+from dermlit.optim.module import TrainedModule
 
 FIRST_PASS = "forward pass"
 SECOND_PASS = "SAM second pass (at the perturbed weights w + e)"
@@ -95,13 +92,13 @@ class BufferSnapshot:
             torch._foreach_copy_(live, self._saved)
 
 
-def uses_grad_scaler(module: DermClassifier) -> bool:
+def uses_grad_scaler(module: TrainedModule) -> bool:
     plugin = getattr(module.trainer, "precision_plugin", None)
     return getattr(plugin, "scaler", None) is not None
 
 
 def check_update(
-    module: DermClassifier, params: Sequence[Tensor], records: Sequence[LossRecord]
+    module: TrainedModule, params: Sequence[Tensor], records: Sequence[LossRecord]
 ) -> None:
     """Raise :class:`NonFiniteUpdateError` unless every recorded loss and the gradient of
     ``params`` are finite (on every rank). Call it right before ``opt.step()``."""
@@ -121,7 +118,7 @@ def check_update(
 
 
 def build_error(
-    module: DermClassifier,
+    module: TrainedModule,
     records: Sequence[LossRecord],
     finite: Tensor,
     check_grad: bool,

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -23,10 +22,8 @@ from torch import Tensor
 
 from dermlit.constants import CLASS_TO_INDEX, CLASSES
 from dermlit.optim.guard import SECOND_PASS
+from dermlit.optim.module import TrainedModule
 from dermlit.optim.sam import SAM, frozen_bn_stats, grads_or_zeros, trainable_params
-
-if TYPE_CHECKING:
-    from dermlit.models.classifier import DermClassifier
 
 
 def tail_classes_from_counts(counts: Sequence[int], quantile: float = 0.5) -> list[str]:
@@ -66,7 +63,7 @@ class ImbSAM(SAM):
         if unknown:
             raise ValueError(f"unknown tail classes {sorted(unknown)}; known: {CLASSES}")
 
-    def configure(self, module: DermClassifier) -> dict:
+    def configure(self, module: TrainedModule) -> dict:
         tail = self.tail_classes
         if tail is None:
             datamodule = getattr(module.trainer, "datamodule", None)
@@ -78,7 +75,7 @@ class ImbSAM(SAM):
         return super().configure(module)
 
     def sharpness_step(
-        self, module: DermClassifier, images: Tensor, targets: Tensor, batch_idx: int
+        self, module: TrainedModule, images: Tensor, targets: Tensor, batch_idx: int
     ) -> Tensor:
         opt = module.optimizers()
         params = trainable_params(opt)

@@ -30,17 +30,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
 from dermlit.optim.guard import SECOND_PASS
+from dermlit.optim.module import TrainedModule
 from dermlit.optim.sam import SAM, frozen_bn_stats, grads_or_zeros, trainable_params
-
-if TYPE_CHECKING:
-    from dermlit.models.classifier import DermClassifier
 
 
 @dataclass
@@ -90,7 +88,7 @@ class LookSAM(SAM):
             self._g_v = None
 
     def sharpness_step(
-        self, module: DermClassifier, images: Tensor, targets: Tensor, batch_idx: int
+        self, module: TrainedModule, images: Tensor, targets: Tensor, batch_idx: int
     ) -> Tensor:
         opt = module.optimizers()
         params = trainable_params(opt)

@@ -1,4 +1,4 @@
-"""Sharpness-aware minimization (SAM, ASAM) as an :class:`Optimization` for manual optimization.
+"""Sharpness-aware minimization (SAM, ASAM) as an :class:`UpdateRule` for manual optimization.
 
 SAM (Foret et al., ICLR 2021, arXiv:2010.01412) minimises the loss at the worst point of a
 rho-ball: it takes the gradient g at w, ascends to w + e with e = rho * g / ||g||, takes the
@@ -27,18 +27,15 @@ import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from dermlit.errors import InputError
-from dermlit.optim.base import Optimization
+from dermlit.optim.base import UpdateRule
 from dermlit.optim.guard import SECOND_PASS
-
-if TYPE_CHECKING:
-    from dermlit.models.classifier import DermClassifier
+from dermlit.optim.module import TrainedModule
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +75,7 @@ def global_norm(tensors: Sequence[Tensor]) -> Tensor:
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(list(tensors))))
 
 
-def refuse_fp16(module: DermClassifier, name: str) -> None:
+def refuse_fp16(module: TrainedModule, name: str) -> None:
     """fp16 AMP is refused rather than half-supported: Lightning's precision plugin calls
     ``scaler.step(optimizer)`` once per step and a GradScaler cannot unscale twice, so the
     perturbation norm would be computed on scaled (possibly inf) gradients."""
@@ -92,7 +89,7 @@ def refuse_fp16(module: DermClassifier, name: str) -> None:
 
 
 @dataclass
-class SAM(Optimization):
+class SAM(UpdateRule):
     """SAM/ASAM update (``optim=sam``, ``optim=asam``) around any torch optimizer.
 
     rho: radius of the neighbourhood (ASAM typically needs ~10x larger, e.g. 0.5-2.0).
@@ -127,7 +124,7 @@ class SAM(Optimization):
             raise ValueError(f"optim.rho must be > 0, got {self.rho}")
         check_start(self.start)
 
-    def configure(self, module: DermClassifier) -> dict:
+    def configure(self, module: TrainedModule) -> dict:
         refuse_fp16(module, type(self).__name__)
         self.start_epoch(module.trainer.max_epochs)  # refuses a start SAM would never reach
         return super().configure(module)
@@ -137,7 +134,7 @@ class SAM(Optimization):
         """The first epoch of the sharpness-aware phase, for a run of ``max_epochs``."""
         return sam_start_epoch(self.start, max_epochs)
 
-    def sam_active(self, module: DermClassifier) -> bool:
+    def sam_active(self, module: TrainedModule) -> bool:
         """A pure function of the (restored) epoch and ``trainer.max_epochs``."""
         if not self.start:
             return True
@@ -169,7 +166,7 @@ class SAM(Optimization):
 
     # ------------------------------------------------------------------ the update
     def step(
-        self, module: DermClassifier, images: Tensor, targets: Tensor, batch_idx: int
+        self, module: TrainedModule, images: Tensor, targets: Tensor, batch_idx: int
     ) -> Tensor:
         """A plain base-optimizer step before ``start``, the sharpness-aware update after."""
         active = self.sam_active(module)
@@ -187,11 +184,11 @@ class SAM(Optimization):
                 )
             module.log("train/sam_phase", float(active), on_step=False, on_epoch=True)
         if not active:
-            return Optimization.step(self, module, images, targets, batch_idx)
+            return UpdateRule.step(self, module, images, targets, batch_idx)
         return self.sharpness_step(module, images, targets, batch_idx)
 
     def sharpness_step(
-        self, module: DermClassifier, images: Tensor, targets: Tensor, batch_idx: int
+        self, module: TrainedModule, images: Tensor, targets: Tensor, batch_idx: int
     ) -> Tensor:
         """SAM/ASAM, with gradient accumulation over ``accumulate_grad_batches`` batches."""
         opt = module.optimizers()

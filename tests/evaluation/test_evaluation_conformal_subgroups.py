@@ -14,7 +14,7 @@ from scipy.special import softmax
 from sklearn.metrics import f1_score
 
 from dermlit.constants import CLASSES
-from dermlit.evaluation.analysis import EvalSettings
+from dermlit.evaluation.settings import EvalSettings
 from dermlit.rundir import SplitOutputs, write_evaluation
 
 K = len(CLASSES)
@@ -43,7 +43,7 @@ def outputs(n: int, seed: int, with_metadata: bool = True) -> SplitOutputs:
 def written(tmp_path_factory) -> tuple[Path, dict, SplitOutputs, SplitOutputs]:
     out = tmp_path_factory.mktemp("conformal-eval")
     test, val = outputs(600, 1), outputs(500, 2, with_metadata=False)
-    settings = EvalSettings(n_resamples=100, seed=0)
+    settings = EvalSettings.defaults(n_resamples=100, seed=0)
     write_evaluation(out, test, val=val, settings=settings)
     return out, json.loads((out / "metrics.json").read_text()), test, val
 
@@ -112,7 +112,7 @@ def test_report_shows_coverage_set_sizes_and_flagged_subgroups(written) -> None:
 
 def test_without_metadata_or_validation_no_new_keys(tmp_path: Path) -> None:
     test = outputs(300, 3, with_metadata=False)
-    write_evaluation(tmp_path, test, settings=EvalSettings(n_resamples=50))
+    write_evaluation(tmp_path, test, settings=EvalSettings.defaults(n_resamples=50))
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert not [k for k in metrics if "conformal" in k or "/subgroup/" in k]
     assert (

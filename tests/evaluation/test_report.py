@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import math
 import re
@@ -14,8 +15,9 @@ from scipy.special import softmax
 from sklearn.metrics import confusion_matrix, log_loss
 
 from dermlit.constants import CLASS_TO_INDEX, CLASSES, MALIGNANT
-from dermlit.evaluation.analysis import CostMatrix, EvalSettings, analyse, load_cost
+from dermlit.evaluation.analysis import analyse
 from dermlit.evaluation.report import log_report_to_loggers, write_report
+from dermlit.evaluation.settings import CostMatrix, EvalSettings, load_cost
 
 K = len(CLASSES)
 PRIOR = np.array([0.03, 0.05, 0.11, 0.01, 0.11, 0.67, 0.02])
@@ -30,7 +32,7 @@ def logits_for(n: int, seed: int, sharpness: float = 4.0) -> tuple[np.ndarray, n
     return z * sharpness, t
 
 
-FAST = EvalSettings(n_resamples=100)
+FAST = EvalSettings.defaults(n_resamples=100)
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +93,7 @@ def test_decisions_by_hand(analysed) -> None:
     assert m["test/bayes_mean_cost"] <= m["test/argmax_mean_cost"]
     # under 0-1 costs Bayes is the argmax and the mean cost the error rate
     uniform = analyse(
-        softmax(z, 1), t, "test", EvalSettings(cost=load_cost("uniform"), n_resamples=10)
+        softmax(z, 1), t, "test", EvalSettings.defaults(cost=load_cost("uniform"), n_resamples=10)
     ).metrics
     assert uniform["test/bayes_mean_cost"] == pytest.approx(1 - np.mean(pred == t))
     assert uniform["test/argmax_mean_cost"] == uniform["test/bayes_mean_cost"]
@@ -188,3 +190,29 @@ def test_report_logged_to_wandb_offline(analysed, tmp_path: Path, monkeypatch) -
     per_class = next(t for t in tables if "per_class" in str(t))
     data = json.loads(per_class.read_text())
     assert [row[0] for row in data["data"]] == list(CLASSES)
+
+
+def test_evaluation_settings_have_one_source_the_config_group() -> None:
+    """conf/evaluation/default.yaml instantiates EvalSettings; the defaults outside Hydra are
+    the same file composed, and bad values are refused by name."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    from dermlit.config import compose_config
+
+    cfg = compose_config("eval", ["bootstrap_resamples=7", "evaluation/cost=uniform", "seed=3"])
+    s = instantiate(cfg.evaluation)
+    assert (s.n_resamples, s.seed, s.cost.name) == (7, 3, "uniform")
+    np.testing.assert_array_equal(s.cost.matrix, 1 - np.eye(K))
+    defaults = EvalSettings.defaults()
+    assert defaults.common_classes == ("nv",) and defaults.cost.name == "clinical"
+    assert (defaults.n_resamples, defaults.alpha, defaults.n_bins) == (1000, 0.05, 15)
+    assert defaults.referral_targets == {"macro_f1": 0.8, "mel_recall": 0.9}
+    # an older run's resolved evaluation node (no _target_, no n_resamples/seed)
+    old = {k: v for k, v in cfg.evaluation.items() if k not in ("_target_", "n_resamples", "seed")}
+    again = EvalSettings.from_config(old, 7, 3)
+    np.testing.assert_array_equal(again.cost.matrix, s.cost.matrix)
+    assert dataclasses.replace(again, cost=s.cost) == s
+    with pytest.raises(InstantiationException, match=r"unknown common_classes \['nevus'\]"):
+        compose = compose_config("eval", ["evaluation.common_classes=[nevus]"])
+        instantiate(compose.evaluation)

@@ -13,8 +13,8 @@ from lightning.pytorch.loggers import WandbLogger
 from torch import nn
 
 from dermlit.constants import CLASSES
-from dermlit.evaluation.analysis import EvalSettings
 from dermlit.evaluation.report import log_report_to_loggers
+from dermlit.evaluation.settings import EvalSettings
 from dermlit.explain.review import ErrorExplainer, select_errors
 from dermlit.rundir import SplitOutputs, write_evaluation
 
@@ -69,7 +69,7 @@ def evaluated(tmp_path: Path):
     logits = rng.normal(0, 1, (n, K))
     ids = [f"IMG{i}" for i in range(n)]
     outputs = SplitOutputs(ids, logits, targets)
-    settings = EvalSettings(n_resamples=30)
+    settings = EvalSettings.defaults(n_resamples=30)
     explainer = ErrorExplainer(tiny_cnn(), (0.5,) * 3, (0.25,) * 3, lambda rows: pixels[rows])
     with_gallery = write_evaluation(tmp_path / "a", outputs, settings=settings, explainer=explainer)
     plain = write_evaluation(tmp_path / "b", outputs, settings=settings)

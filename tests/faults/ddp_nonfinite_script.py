@@ -18,7 +18,7 @@ from lightning.pytorch.callbacks import Callback  # noqa: E402
 from lightning.pytorch.strategies import DDPStrategy  # noqa: E402
 from optim.helpers import TinyMLP, classifier, images_and_targets, loader, sgd, trainer  # noqa: E402
 
-from dermlit.optim import Optimization  # noqa: E402
+from dermlit.optim import UpdateRule  # noqa: E402
 
 
 class Batch(Callback):
@@ -42,7 +42,7 @@ class NanOnRankZero(nn.Module):
 def main(out_dir: Path) -> None:
     images, targets = images_and_targets(32)
     where = Batch()
-    model = classifier(Optimization(optimizer=sgd()), backbone=TinyMLP())
+    model = classifier(UpdateRule(optimizer=sgd()), backbone=TinyMLP())
     model.criterion = NanOnRankZero(where)
     t = trainer(devices=2, strategy=DDPStrategy(process_group_backend="gloo"), callbacks=[where])
     try:

@@ -11,8 +11,8 @@ import numpy as np
 
 from dermlit.constants import CLASS_TO_INDEX, CLASSES
 from dermlit.evaluation import compare
-from dermlit.evaluation.analysis import EvalSettings
 from dermlit.evaluation.bootstrap import metrics_with_ci, paired_bootstrap
+from dermlit.evaluation.settings import EvalSettings
 from dermlit.rundir import SplitOutputs, print_summary, write_evaluation
 
 K = len(CLASSES)
@@ -35,7 +35,9 @@ def split_with_tiny_classes(n: int = 300) -> tuple[np.ndarray, np.ndarray]:
 def test_one_image_class_is_flagged_with_its_support(tmp_path, capsys):
     z, t = split_with_tiny_classes()
     ids = [f"ISIC_{i:07d}" for i in range(len(t))]
-    write_evaluation(tmp_path, SplitOutputs(ids, z, t), settings=EvalSettings(n_resamples=300))
+    write_evaluation(
+        tmp_path, SplitOutputs(ids, z, t), settings=EvalSettings.defaults(n_resamples=300)
+    )
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["test/support_df"] == 1
     assert m["test/recall_df"] == 1.0

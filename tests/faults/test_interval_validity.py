@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 from dermlit.constants import CLASSES
-from dermlit.evaluation.analysis import EvalSettings
 from dermlit.evaluation.bootstrap import bootstrap_distribution, metrics_with_ci, paired_bootstrap
 from dermlit.evaluation.metrics import MetricEngine, point_metrics
+from dermlit.evaluation.settings import EvalSettings
 from dermlit.rundir import SplitOutputs, print_summary, write_evaluation
 
 K = len(CLASSES)
@@ -96,7 +96,7 @@ CASES = {
 @pytest.mark.parametrize("name", list(CASES))
 def test_no_interval_in_a_real_metrics_json_excludes_its_estimate(name, tmp_path, capsys):
     (z, t), val = CASES[name]()
-    settings = EvalSettings(n_resamples=400)
+    settings = EvalSettings.defaults(n_resamples=400)
     val_out = None if val is None else outputs(*val, "val")
     write_evaluation(tmp_path, outputs(z, t, "test"), val=val_out, settings=settings)
     metrics = json.loads((tmp_path / "metrics.json").read_text())

@@ -18,7 +18,7 @@ from lightning.pytorch.callbacks import Callback
 from optim.helpers import TinyConvBN, TinyMLP, classifier, images_and_targets, loader, sgd, trainer
 from torch import nn
 
-from dermlit.optim import SAM, ImbSAM, LookSAM, Optimization
+from dermlit.optim import SAM, ImbSAM, LookSAM, UpdateRule
 
 BATCHES_PER_EPOCH = 5
 
@@ -90,8 +90,8 @@ def assert_not_applied(model, where: Where, t) -> None:
 
 CASES = {
     # name: (optim, updates per epoch, batches per update window)
-    "plain": (lambda: Optimization(optimizer=sgd()), 5),
-    "plain-accumulate2": (lambda: Optimization(optimizer=sgd(), accumulate_grad_batches=2), 3),
+    "plain": (lambda: UpdateRule(optimizer=sgd()), 5),
+    "plain-accumulate2": (lambda: UpdateRule(optimizer=sgd(), accumulate_grad_batches=2), 3),
     "sam": (lambda: SAM(optimizer=sgd()), 5),
     "sam-accumulate2": (lambda: SAM(optimizer=sgd(), accumulate_grad_batches=2), 3),
     "looksam": (lambda: LookSAM(optimizer=sgd(), k=2), 5),
@@ -184,7 +184,7 @@ def test_a_nonfinite_gradient_with_a_finite_loss_is_refused():
     where = Where()
     backbone = TinyMLP()
     backbone.net.insert(2, GradPoison(where, (0, 1)))  # after the first Linear: its grad is NaN
-    model = classifier(Optimization(optimizer=sgd()), backbone=backbone)
+    model = classifier(UpdateRule(optimizer=sgd()), backbone=backbone)
     t, err = fit_until_error(model, where)
     assert_not_applied(model, where, t)  # first: the update never happened
     msg = str(err)
@@ -209,7 +209,7 @@ def test_fp16_gradient_overflow_is_left_to_the_grad_scaler():
     where = Where()
     backbone = TinyMLP()
     backbone.net.insert(2, GradPoison(where, (0, 1)))
-    model = classifier(Optimization(optimizer=sgd()), backbone=backbone)
+    model = classifier(UpdateRule(optimizer=sgd()), backbone=backbone)
     weights = []
 
     class Keep(Callback):

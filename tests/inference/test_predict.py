@@ -20,8 +20,8 @@ from PIL import Image
 
 from dermlit.cli import main
 from dermlit.constants import CLASSES, ISIC_COLUMNS
-from dermlit.evaluation.analysis import load_cost
 from dermlit.evaluation.predictions import read_predictions
+from dermlit.evaluation.settings import load_cost
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = [

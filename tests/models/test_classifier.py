@@ -10,7 +10,7 @@ from dermlit.data.datamodule import DermDataModule
 from dermlit.data.sources import HAM10000Source
 from dermlit.models.backbones import create_backbone
 from dermlit.models.classifier import DermClassifier
-from dermlit.optim import Optimization
+from dermlit.optim import UpdateRule
 
 
 class RecordingAugment(nn.Module):
@@ -36,7 +36,7 @@ def make(
         val_fraction=0.25,
         test_fraction=0.25,
     )
-    optim = Optimization(optimizer=lambda params: torch.optim.SGD(params, lr=0.01))
+    optim = UpdateRule(optimizer=lambda params: torch.optim.SGD(params, lr=0.01))
     model = DermClassifier(create_backbone("resnet10t"), optim=optim, augment=augment)
     return model, dm
 

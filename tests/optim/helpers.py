@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from dermlit.models.classifier import DermClassifier
-from dermlit.optim import Optimization
+from dermlit.optim import UpdateRule
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 
@@ -58,7 +58,7 @@ def sgd(lr: float = 0.1, momentum: float = 0.9):
     return functools.partial(torch.optim.SGD, lr=lr, momentum=momentum)
 
 
-def classifier(optim: Optimization, backbone: nn.Module | None = None, augment=None, seed=0):
+def classifier(optim: UpdateRule, backbone: nn.Module | None = None, augment=None, seed=0):
     torch.manual_seed(seed)
     return DermClassifier(
         backbone=backbone if backbone is not None else TinyConvBN(),

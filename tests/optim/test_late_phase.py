@@ -17,7 +17,7 @@ from torch import nn
 from dermlit.callbacks import EMA
 from dermlit.config import CONF_DIR
 from dermlit.errors import InputError
-from dermlit.optim import SAM, ImbSAM, LookSAM, Optimization
+from dermlit.optim import SAM, ImbSAM, LookSAM, UpdateRule
 from dermlit.optim.sam import sam_start_epoch
 from optim.helpers import TinyMLP, classifier, images_and_targets, loader, preprocess, sgd, trainer
 from optim.test_resume import assert_same
@@ -148,7 +148,7 @@ def test_the_phases_are_plain_sgd_then_pytorch_optimizers_sam():
     for ours, ref in zip(model.backbone.parameters(), reference.parameters(), strict=True):
         torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
     # and the late phase is not a no-op: plain SGD for all three epochs ends elsewhere
-    plain = classifier(Optimization(sgd()), backbone=TinyMLP())
+    plain = classifier(UpdateRule(sgd()), backbone=TinyMLP())
     trainer(max_epochs=3).fit(plain, loader(images, targets))
     assert not torch.allclose(plain.backbone.net[1].weight, model.backbone.net[1].weight)
 

@@ -1,5 +1,6 @@
 """SAM/ASAM under Lightning manual optimization: the maths against pytorch_optimizer, and each
-pitfall from DESIGN.md (global_step, BatchNorm, one augmented batch, precision, clip, accumulate)."""
+pitfall of docs/design.md ("SAM in Lightning manual optimization": global_step, BatchNorm,
+one augmented batch, precision, clip, accumulate)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from lightning.pytorch.callbacks import Callback
 from pytorch_optimizer import SAM as ReferenceSAM
 from torch import nn
 
-from dermlit.optim import SAM, ImbSAM, LookSAM, Optimization, frozen_bn_stats
+from dermlit.optim import SAM, ImbSAM, LookSAM, UpdateRule, frozen_bn_stats
 from optim.helpers import (
     TinyMLP,
     classifier,
@@ -204,7 +205,7 @@ def test_perturbation_is_reverted_exactly():
     """With a vanishing rho, SAM steps are plain steps: w is restored, BatchNorm untouched."""
     images, targets = images_and_targets(16)
     sam = classifier(SAM(optimizer=sgd(), rho=1e-12))
-    plain = classifier(Optimization(sgd()))
+    plain = classifier(UpdateRule(sgd()))
     for m in (sam, plain):
         trainer(max_epochs=1).fit(m, loader(images, targets))
     for a, b in zip(

@@ -1,0 +1,22 @@
+"""The one subprocess test of the plain ``dermlit`` CLI (its subcommands are tested in-process
+through ``dermlit.cli.main``): the console script's module runs, and its exit status is the
+subcommand's."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_data_check_through_the_entry_point(tiny_ham: Path, tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "dermlit.cli", "data", "check", str(tiny_ham), "--no-pixels"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "56" in proc.stdout  # 7 classes x 4 lesions x 2 images, all readable
+    bad = subprocess.run(
+        [*cmd[:5], str(tmp_path / "missing")], cwd=REPO, capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and "cannot read the dataset" in bad.stdout, bad.stdout
