@@ -39,19 +39,18 @@ ARMS: dict[str, list[str]] = {
     "late_sam": ["optim=sam", "optim.start=0.8"],
     "equal_time": [],  # + trainer.max_epochs from the measured SAM/baseline wall-time ratio
 }
-INDEX_METRICS = (
+#: the README table's columns: headline metrics and the recall of each rare class
+TABLE_METRICS = (
     "test/macro_f1",
     "test/balanced_accuracy",
-    "test/accuracy",
     "test/ece",
     "test/recall_mel",
     "test/recall_bcc",
     "test/recall_akiec",
     "test/recall_df",
     "test/recall_vasc",
-    "test/recall_bkl",
-    "test/recall_nv",
 )
+INDEX_METRICS = (*TABLE_METRICS, "test/accuracy", "test/recall_bkl", "test/recall_nv")
 
 
 def wall_s(dest: Path) -> float | None:
@@ -150,18 +149,6 @@ def write_index() -> pd.DataFrame:
     RESULTS.mkdir(parents=True, exist_ok=True)
     table.to_csv(RESULTS / "runs.csv", index=False)
     return table
-
-
-TABLE_METRICS = (
-    "test/macro_f1",
-    "test/balanced_accuracy",
-    "test/ece",
-    "test/recall_mel",
-    "test/recall_bcc",
-    "test/recall_akiec",
-    "test/recall_df",
-    "test/recall_vasc",
-)
 
 
 def mean_interval(values: pd.Series) -> str:

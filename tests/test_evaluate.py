@@ -15,6 +15,7 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 from sklearn.metrics import balanced_accuracy_score, f1_score
+from tiny_run import TINY_RUN
 
 from dermlit.constants import ISIC_COLUMNS
 from dermlit.data.sources import HAM10000Source
@@ -22,14 +23,7 @@ from dermlit.evaluate import evaluate
 from dermlit.evaluation.predictions import read_predictions
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = [
-    "data.source.n_images=700",
-    "data.image_size=32",
-    "data.batch_size=32",
-    "trainer.max_epochs=1",
-    "+trainer.limit_train_batches=3",
-    "bootstrap_resamples=100",
-]
+TINY = [*TINY_RUN, "bootstrap_resamples=100"]
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
-import subprocess
-import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 from PIL import Image
+from tiny_run import TINY_RUN
 
 from dermlit.cli import main
 from dermlit.constants import CLASSES, ISIC_COLUMNS
@@ -25,11 +24,7 @@ from dermlit.evaluation.settings import load_cost
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = [
-    "data.source.n_images=700",
-    "data.image_size=32",
-    "data.batch_size=32",
-    "trainer.max_epochs=1",
-    "+trainer.limit_train_batches=3",
+    *TINY_RUN,
     "bootstrap_resamples=50",
     "tta=flips",
     "posthoc=class_bias",
@@ -37,16 +32,14 @@ TINY = [
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> tuple[Path, Path]:
-    """(run directory, folder of the synthetic source's JPEGs)."""
-    cache = tmp_path_factory.mktemp("predict-cache")
+def run(tmp_path_factory, train_in_process, train_cache_dir) -> Iterator[tuple[Path, Path]]:
+    """(run directory, folder of the synthetic source's JPEGs), trained in-process."""
     run_dir = tmp_path_factory.mktemp("predict-run") / "run"
-    env = {**os.environ, "DERMLIT_CACHE": str(cache)}
-    cmd = [sys.executable, "-m", "dermlit.train", *TINY, f"hydra.run.dir={run_dir}"]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    (images,) = cache.glob("synthetic-*/images")
-    return run_dir, images
+    cfg, _ = train_in_process(run_dir, *TINY)
+    images = Path(cfg.data.source.root) / "images"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DERMLIT_CACHE", str(train_cache_dir))
+        yield run_dir, images
 
 
 def case_csv(run, tmp_path: Path, n: int | None = None) -> tuple[Path, pd.DataFrame]:
