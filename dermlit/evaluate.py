@@ -28,6 +28,7 @@ from dermlit.constants import CLASSES
 from dermlit.errors import InputError
 from dermlit.eval_overrides import EVAL_DATA_KEYS
 from dermlit.explain.review import ErrorExplainer, split_explainer
+from dermlit.models.from_run import model_for_checkpoint
 from dermlit.rundir import (
     Evaluation,
     SplitOutputs,
@@ -101,7 +102,7 @@ def predict_from_checkpoint(
     train_cfg = run_config(run_dir)
     if cfg.get("tta") is not None:  # e.g. dermlit-eval run_dir=RUN tta=dihedral
         train_cfg.model.tta = cfg.tta
-    model = instantiate(train_cfg.model)
+    model = model_for_checkpoint(train_cfg.model)
     ckpt = resolve_checkpoint(run_dir, str(cfg.checkpoint))
     load_model_weights(model, ckpt, str(cfg.weights))
     trainer = L.Trainer(

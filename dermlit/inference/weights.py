@@ -5,13 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from dermlit.checkpoints import CheckpointError, load_model_weights, resolve_checkpoint
 from dermlit.errors import InputError
 from dermlit.export.deployable import DeployableClassifier
 from dermlit.inference.run import RunDecisions
+from dermlit.models.from_run import model_for_checkpoint
 
 
 def tested_checkpoint(decisions: RunDecisions) -> Path:
@@ -29,11 +28,7 @@ def tested_checkpoint(decisions: RunDecisions) -> Path:
 
 def deployable_model(decisions: RunDecisions, device: str = "cpu") -> DeployableClassifier:
     """The run's model with its tested weights, TTA, post-hoc bias and temperature."""
-    cfg = decisions.config
-    node = OmegaConf.create(OmegaConf.to_container(cfg.model, resolve=True))
-    if "backbone" in node and "pretrained" in node.backbone:
-        node.backbone.pretrained = False  # the checkpoint replaces them: no download
-    model = instantiate(node)
+    model = model_for_checkpoint(decisions.config.model)
     path = tested_checkpoint(decisions)
     try:
         load_model_weights(model, path)
