@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import resource
 import shutil
 import subprocess
@@ -165,17 +164,18 @@ def mean_interval(values: pd.Series) -> str:
 
 
 def table() -> str:
+    """Cost is not a column: runs' CPU and wall times on this shared machine depend on what
+    else ran (README "Does SAM help?"); cost comes from benchmarks/optim_overhead.py."""
     runs = write_index()
     names = [m.removeprefix("test/") for m in TABLE_METRICS]
     lines = [
-        "| arm | seeds | " + " | ".join(names) + " | CPU time per run (mean) |",
-        "| --- | ---: | " + " | ".join("---" for _ in names) + " | ---: |",
+        "| arm | seeds | " + " | ".join(names) + " |",
+        "| --- | ---: | " + " | ".join("---" for _ in names) + " |",
     ]
     for arm in [a for a in ARMS if a in set(runs["arm"])]:
         group = runs[runs["arm"] == arm]
         cells = [mean_interval(group[m]) for m in TABLE_METRICS]
-        cpu = sum(cpu_s(REPO / run) or math.nan for run in group["run"]) / len(group) / 60
-        lines.append(f"| {arm} | {len(group)} | " + " | ".join(cells) + f" | {cpu:.1f} min |")
+        lines.append(f"| {arm} | {len(group)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
