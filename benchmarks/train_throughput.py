@@ -72,6 +72,7 @@ VARIANTS: dict[str, tuple[list[str], bool]] = {
     "fp32+cl": (FP32 + CL, False),
     "bf16": (BF16 + NCHW, False),
     "bf16+cl": (BF16 + CL, False),
+    "fp32+compile": (FP32 + NCHW, True),
     "fp32+cl+compile": (FP32 + CL, True),
     "bf16+cl+compile": (BF16 + CL, True),
     "cpu_fast": (["trainer=cpu_fast"] + CL, False),
