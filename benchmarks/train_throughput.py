@@ -27,6 +27,8 @@ every column. The table gives medians and ranges (min-max) over rounds.
   (they are memory-bound; on ResNet-18 the counted share is the bulk of the arithmetic). The
   printed ``fwd+bwd counted`` is the counter run over a real backward too (the stem conv needs
   no input gradient, so it is a little under 3x).
+  These are the model's FLOPs per image (the MFU convention): an update rule's extra passes
+  (SAM's second forward-backward) are not counted, so a SAM config shows about half the share.
 - share of peak: GFLOP/s / the matmul peak of the step's compute dtype measured in the same
   run (fp32 for 32-true, bf16 for bf16-mixed: AMX on CPUs that have it).
 - per-epoch costs outside the step: the augmentation preset per batch, one validation pass
