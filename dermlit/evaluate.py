@@ -108,6 +108,7 @@ def predict_from_checkpoint(
     trainer = L.Trainer(
         accelerator=cfg.accelerator,
         devices=1,
+        precision=cfg.get("precision") or train_cfg.trainer.get("precision", "32-true"),
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
