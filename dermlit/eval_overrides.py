@@ -34,6 +34,8 @@ EVAL_DATA_KEYS = ("source", "cache_dir", "on_error")
 #: top-level keys read only when evaluating a checkpoint (run_dir=), and only with predictions=
 CHECKPOINT_ONLY = ("checkpoint", "weights", "tta", "data", "accelerator")
 PREDICTIONS_ONLY = ("val_predictions", "predictions_are")
+#: top-level keys that exist only for data/_base.yaml's interpolations: the run's own are used
+RUN_ONLY = ("sampler", "colour_constancy")
 
 
 _MISSING = object()
@@ -98,6 +100,11 @@ def refused_overrides(overrides: Sequence[str], base: DictConfig) -> list[str]:
                     "sees images prepared as in training; dermlit-eval takes only "
                     f"{', '.join(f'data.{k}' for k in EVAL_DATA_KEYS)} from data="
                 )
+        if top in RUN_ONLY:
+            lines.append(
+                f"{text}: {top} comes from the run ({resolved}: data.{top}), so that the model "
+                "sees images prepared as in training; train a run with it to evaluate it"
+            )
         if base.get("predictions") and top in CHECKPOINT_ONLY:
             lines.append(
                 f"{text}: with predictions= no model is run, so {', '.join(CHECKPOINT_ONLY)} "
@@ -117,7 +124,7 @@ def settings(base: DictConfig) -> list[str]:
     """The top-level keys and config groups of the composed eval config (Hydra's own aside)."""
     choices = base.hydra.runtime.choices if "hydra" in base else {}
     groups = {g for g in choices if not g.startswith("hydra") and g != "local"}
-    return sorted({k for k in base if k != "hydra"} | groups)
+    return sorted({k for k in base if k != "hydra" and k not in RUN_ONLY} | groups)
 
 
 def base_config(overrides: Sequence[str], config_name: str) -> DictConfig:
