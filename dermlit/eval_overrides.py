@@ -34,7 +34,8 @@ EVAL_DATA_KEYS = ("source", "cache_dir", "on_error")
 #: top-level keys read only when evaluating a checkpoint (run_dir=), and only with predictions=
 CHECKPOINT_ONLY = ("checkpoint", "weights", "tta", "data", "accelerator")
 PREDICTIONS_ONLY = ("val_predictions", "predictions_are")
-#: top-level keys that exist only for data/_base.yaml's interpolations: the run's own are used
+#: top-level keys that exist only for data/_base.yaml's interpolations (the run's own are used;
+#: ``colour_constancy=X`` is refused by Hydra, ``+colour_constancy=X`` as an unknown addition)
 RUN_ONLY = ("sampler", "colour_constancy")
 
 
@@ -100,11 +101,6 @@ def refused_overrides(overrides: Sequence[str], base: DictConfig) -> list[str]:
                     "sees images prepared as in training; dermlit-eval takes only "
                     f"{', '.join(f'data.{k}' for k in EVAL_DATA_KEYS)} from data="
                 )
-        if top in RUN_ONLY:
-            lines.append(
-                f"{text}: {top} comes from the run ({resolved}: data.{top}), so that the model "
-                "sees images prepared as in training; train a run with it to evaluate it"
-            )
         if base.get("predictions") and top in CHECKPOINT_ONLY:
             lines.append(
                 f"{text}: with predictions= no model is run, so {', '.join(CHECKPOINT_ONLY)} "

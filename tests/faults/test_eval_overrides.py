@@ -47,8 +47,8 @@ def test_a_model_override_is_refused_naming_where_the_model_comes_from(tmp_path,
         ),
         (["val_predictions=v.csv"], ["val_predictions=v.csv: read only with predictions=FILE"]),
         (
-            ["colour_constancy=shades_of_gray"],
-            ["colour_constancy=shades_of_gray: colour_constancy comes from the run"],
+            ["+colour_constancy=shades_of_gray"],
+            ["+colour_constancy=shades_of_gray: conf/eval.yaml defines no 'colour_constancy'"],
         ),
     ],
 )
