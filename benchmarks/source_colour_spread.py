@@ -2,9 +2,12 @@
 its colour-jitter ranges (conf/augment/dermoscopy_wide.yaml).
 
     python benchmarks/source_colour_spread.py [--data ../shared/data/ham10000-200x150] \\
-        [--out docs/results/source_shift/colour_spread.json]
+        [--region image|skin] [--out docs/results/source_shift/colour_spread_image.json]
 
-Per image (whole 200x150 frame, as released): brightness (mean Rec.601 luma, what Kornia's
+Per image (by default the whole 200x150 frame, which is what the jitter acts on; ``--region
+skin``: outside the public lesion mask and inside the dermatoscope's field of view, which shows
+the acquisition alone (light, camera, white balance) while the lesion's colour is also case
+mix): brightness (mean Rec.601 luma, what Kornia's
 brightness factor multiplies), contrast (std of the luma, what its contrast factor scales),
 saturation (mean HSV saturation, scaled by its saturation factor), hue (saturation-weighted
 circular mean hue, in turns, shifted by its hue jitter), mean RGB and the Shades-of-Gray (p = 6)
@@ -31,24 +34,26 @@ STATS = ("brightness", "contrast", "saturation", "hue", "r", "g", "b", "sog_r", 
 PRESET = {"brightness": 0.1, "contrast": 0.1, "saturation": 0.1, "hue": 0.02}
 
 
-def image_stats(path: Path) -> list[float]:
+def image_stats(path: Path, mask_path: Path | None = None) -> list[float]:
+    """The statistics over the whole frame, or (``mask_path``) over the skin outside the lesion
+    mask and inside the dermatoscope's field of view (luma > 0.05)."""
     with Image.open(path) as img:
         rgb = np.asarray(img.convert("RGB"), dtype=np.float64) / 255.0
         hsv = np.asarray(img.convert("HSV"), dtype=np.float64) / 255.0
     luma = rgb @ np.asarray([0.299, 0.587, 0.114])
-    sat, angle = hsv[..., 1], hsv[..., 0] * 2 * np.pi
+    keep = np.ones(luma.shape, dtype=bool)
+    if mask_path is not None:
+        with Image.open(mask_path) as m:
+            keep = (np.asarray(m.convert("L")) < 128) & (luma > 0.05)
+        if keep.sum() < 100:  # a lesion filling the frame: fall back to the whole frame
+            keep = np.ones(luma.shape, dtype=bool)
+    rgb, luma, hsv = rgb[keep], luma[keep], hsv[keep]
+    sat, angle = hsv[:, 1], hsv[:, 0] * 2 * np.pi
     weight = sat.sum() or 1.0
     hue = np.arctan2((sat * np.sin(angle)).sum() / weight, (sat * np.cos(angle)).sum() / weight)
-    sog = ((rgb**6).mean(axis=(0, 1))) ** (1 / 6)
+    sog = ((rgb**6).mean(axis=0)) ** (1 / 6)
     sog = sog / np.linalg.norm(sog)
-    return [
-        luma.mean(),
-        luma.std(),
-        sat.mean(),
-        (hue / (2 * np.pi)) % 1.0,
-        *rgb.mean(axis=(0, 1)),
-        *sog,
-    ]
+    return [luma.mean(), luma.std(), sat.mean(), (hue / (2 * np.pi)) % 1.0, *rgb.mean(0), *sog]
 
 
 def circular_median(turns: pd.Series) -> float:
@@ -63,11 +68,15 @@ def hue_distance(a: float, b: float) -> float:
     return abs((a - b + 0.5) % 1.0 - 0.5)
 
 
-def measure(data: Path, workers: int = 2) -> pd.DataFrame:
+def measure(data: Path, region: str = "skin", workers: int = 2) -> pd.DataFrame:
     meta = pd.read_csv(data / "HAM10000_metadata.csv")
     paths = [data / "images" / f"{i}.jpg" for i in meta["image_id"]]
+    masks = [
+        data / "masks" / f"{i}_segmentation.png" if region == "skin" else None
+        for i in meta["image_id"]
+    ]
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        rows = list(pool.map(image_stats, paths))
+        rows = list(pool.map(image_stats, paths, masks))
     stats = pd.DataFrame(rows, columns=list(STATS))
     stats.insert(0, "dataset", meta["dataset"].to_numpy())
     return stats
@@ -126,10 +135,19 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared/data/ham10000-200x150")
     parser.add_argument("--out", type=Path, default=None, help="write the summary as JSON")
+    parser.add_argument(
+        "--region",
+        choices=("skin", "image"),
+        default="image",
+        help="image: the whole frame (what the colour jitter acts on: the ranges come from it); "
+        "skin: outside the lesion mask (the acquisition alone: light, camera, white balance; "
+        "the lesion's colour is also case mix)",
+    )
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
-    summary = summarise(measure(args.data, args.workers))
-    summary["command"] = "python benchmarks/source_colour_spread.py" + (
+    summary = summarise(measure(args.data, args.region, args.workers))
+    summary["region"] = args.region
+    summary["command"] = f"python benchmarks/source_colour_spread.py --region {args.region}" + (
         f" --out {args.out}" if args.out else ""
     )
     print("Medians per source (quartiles in the JSON):\n")
