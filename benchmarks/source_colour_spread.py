@@ -13,8 +13,11 @@ saturation (mean HSV saturation, scaled by its saturation factor), hue (saturati
 circular mean hue, in turns, shifted by its hue jitter), mean RGB and the Shades-of-Gray (p = 6)
 illuminant chromaticity. Per source: the median and quartiles of each. The jitter a source
 needs is how far its median sits from the pooled median: ``|median_s / median_all - 1|`` for
-the multiplicative factors, the circular hue difference for hue; the widened range is the
-largest over sources (and never narrower than the dermoscopy preset's).
+the multiplicative factors, the circular hue difference for hue; the widened symmetric range
+is the largest over sources, the measured SPAN the (low, high) of the source medians relative
+to the pooled one, both joined with the dermoscopy preset's range (never narrower).
+``augment=dermoscopy_wide`` takes the spans, except saturation upwards, which the morphology
+audit caps (its yaml says why).
 """
 
 from __future__ import annotations
@@ -106,7 +109,21 @@ def summarise(stats: pd.DataFrame) -> dict:
             "hue": hue_distance(row["hue"], pooled["hue"]),
         }
     ranges = {k: max(PRESET[k], max(source[k] for source in needed.values())) for k in PRESET}
-    return {"per_source": table, "jitter_needed": needed, "wide_ranges": ranges}
+    # the one-sided spans: source medians relative to the pooled one (hue: the signed shift),
+    # joined with the preset's symmetric range
+    others = [row for name, row in table.items() if name != "all"]
+    spans = {}
+    for k in ("brightness", "contrast", "saturation"):
+        ratios = [row[k] / pooled[k] for row in others]
+        spans[k] = [min(1 - PRESET[k], min(ratios)), max(1 + PRESET[k], max(ratios))]
+    shifts = [(row["hue"] - pooled["hue"] + 0.5) % 1.0 - 0.5 for row in others]
+    spans["hue"] = [min(-PRESET["hue"], min(shifts)), max(PRESET["hue"], max(shifts))]
+    return {
+        "per_source": table,
+        "jitter_needed": needed,
+        "wide_ranges": ranges,
+        "wide_spans": spans,
+    }
 
 
 def markdown(summary: dict) -> str:
@@ -128,6 +145,9 @@ def markdown(summary: dict) -> str:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     wide = summary["wide_ranges"]
     lines.append("| **widened range** | " + " | ".join(f"**{wide[k]:.3f}**" for k in PRESET) + " |")
+    spans = summary["wide_spans"]
+    cells = " | ".join(f"[{spans[k][0]:.3f}, {spans[k][1]:.3f}]" for k in PRESET)
+    lines.append(f"| **measured span** (factor; hue: shift) | {cells} |")
     return "\n".join(lines)
 
 
