@@ -34,6 +34,9 @@ EVAL_DATA_KEYS = ("source", "cache_dir", "on_error")
 #: top-level keys read only when evaluating a checkpoint (run_dir=), and only with predictions=
 CHECKPOINT_ONLY = ("checkpoint", "weights", "tta", "data", "accelerator")
 PREDICTIONS_ONLY = ("val_predictions", "predictions_are")
+#: top-level keys that exist only for data/_base.yaml's interpolations (the run's own are used;
+#: ``colour_constancy=X`` is refused by Hydra, ``+colour_constancy=X`` as an unknown addition)
+RUN_ONLY = ("sampler", "colour_constancy")
 
 
 _MISSING = object()
@@ -117,7 +120,7 @@ def settings(base: DictConfig) -> list[str]:
     """The top-level keys and config groups of the composed eval config (Hydra's own aside)."""
     choices = base.hydra.runtime.choices if "hydra" in base else {}
     groups = {g for g in choices if not g.startswith("hydra") and g != "local"}
-    return sorted({k for k in base if k != "hydra"} | groups)
+    return sorted({k for k in base if k != "hydra" and k not in RUN_ONLY} | groups)
 
 
 def base_config(overrides: Sequence[str], config_name: str) -> DictConfig:

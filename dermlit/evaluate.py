@@ -27,11 +27,13 @@ from dermlit.config import CONF_DIR, checkpoint_name, register_resolvers
 from dermlit.constants import CLASSES
 from dermlit.errors import InputError
 from dermlit.eval_overrides import EVAL_DATA_KEYS
+from dermlit.evaluation.settings import EvalSettings
 from dermlit.explain.review import ErrorExplainer, split_explainer
 from dermlit.models.from_run import model_for_checkpoint
 from dermlit.rundir import (
     Evaluation,
     SplitOutputs,
+    adapted_for_test,
     predict_split,
     print_summary,
     write_evaluation,
@@ -93,11 +95,12 @@ def train_class_counts(splits_csv: Path) -> list[int] | None:
 
 
 def predict_from_checkpoint(
-    cfg: DictConfig,
-) -> tuple[SplitOutputs, SplitOutputs | None, str, pd.DataFrame, ErrorExplainer]:
+    cfg: DictConfig, settings: EvalSettings
+) -> tuple[SplitOutputs, SplitOutputs | None, str, pd.DataFrame, ErrorExplainer, int | None]:
     """Test outputs, the run's validation outputs (for the temperature), a description, the
-    images the data source skipped (``data.on_error=skip``) and the Grad-CAM explainer of the
-    split's errors (these weights)."""
+    images the data source skipped (``data.on_error=skip``), the Grad-CAM explainer of the
+    split's errors (these weights) and, with ``settings.adabn``, how many images the BatchNorm
+    statistics were re-estimated on (the split's; validation keeps the trained ones)."""
     run_dir = Path(cfg.run_dir)
     train_cfg = run_config(run_dir)
     if cfg.get("tta") is not None:  # e.g. dermlit-eval run_dir=RUN tta=dihedral
@@ -126,18 +129,28 @@ def predict_from_checkpoint(
         from dermlit.data.overlap import warn_training_overlap
 
         warn_training_overlap(run_data, data, cfg.split)
-    outputs = predict_split(trainer, model, data, cfg.split)
     # temperature: fitted on the RUN's validation split, with these weights (needs labels)
-    val = predict_split(trainer, model, run_data, "val") if (outputs.targets >= 0).any() else None
+    labelled = (data.frame(cfg.split)["target"] >= 0).any()
+    val = predict_split(trainer, model, run_data, "val") if labelled else None
+    adabn_images = None
+    if settings.adabn:  # a copy adapts to the evaluated images; the checkpoint is not touched
+        device = trainer.strategy.root_device
+        model, adabn_images = adapted_for_test(model, data, cfg.split, device)
+    outputs = predict_split(trainer, model, data, cfg.split)
     weights = "" if cfg.weights == "default" else f", {cfg.weights} weights"
     description = f"{ckpt.name}{weights} on {data.source!r} ({cfg.split})"
-    return outputs, val, description, data.skipped, split_explainer(model, data, cfg.split)
+    explainer = split_explainer(model, data, cfg.split)
+    return outputs, val, description, data.skipped, explainer, adabn_images
 
 
 def evaluate(cfg: DictConfig) -> Evaluation:
     settings = instantiate(cfg.evaluation)
-    skipped = explainer = None
+    skipped = explainer = adabn_images = None
     if cfg.predictions:
+        if settings.adabn:
+            raise InputError(
+                "evaluation.adabn=true needs a model (run_dir=RUN): predictions= has no weights"
+            )
         are = str(cfg.predictions_are)
         outputs = SplitOutputs.from_predictions(cfg.predictions, are)
         val = (
@@ -146,7 +159,9 @@ def evaluate(cfg: DictConfig) -> Evaluation:
         source = str(cfg.predictions)
         counts = train_class_counts(Path(cfg.predictions).parent / "splits.csv")
     else:
-        outputs, val, source, skipped, explainer = predict_from_checkpoint(cfg)
+        outputs, val, source, skipped, explainer, adabn_images = predict_from_checkpoint(
+            cfg, settings
+        )
         counts = train_class_counts(Path(cfg.run_dir) / "splits.csv")
     out_dir = Path(cfg.output_dir)
     posthoc = instantiate(cfg.posthoc) if cfg.get("posthoc") else None
@@ -162,6 +177,7 @@ def evaluate(cfg: DictConfig) -> Evaluation:
         posthoc=posthoc,
         class_counts=counts,
         explainer=explainer,
+        adabn_images=adabn_images,
     )
     if skipped is not None and len(skipped):  # what data.on_error=skip dropped, as in a run
         skipped.to_csv(out_dir / "skipped.csv", index=False)

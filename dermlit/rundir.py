@@ -92,8 +92,23 @@ class SplitOutputs:
         logits = values if predictions_are == "logits" else log_probs(values)
         return cls(ids, logits, targets)
 
-    def adjusted(self, adjustment: DecisionAdjustment) -> SplitOutputs:
-        return SplitOutputs(self.image_ids, adjustment(self.logits), self.targets, self.metadata)
+    def adjusted(self, adjustment: DecisionAdjustment, source: bool = False) -> SplitOutputs:
+        """``adjustment`` applied to the logits (``source``: its source-domain form)."""
+        rule = adjustment.source if source else adjustment
+        return SplitOutputs(self.image_ids, rule(self.logits), self.targets, self.metadata)
+
+
+def adapted_for_test(
+    model: L.LightningModule, datamodule: DermDataModule, split: str, device
+) -> tuple[L.LightningModule, int]:
+    """AdaBN (``evaluation.adabn``): a copy of ``model`` with BatchNorm statistics of ``split``'s
+    images, through an unsharded loader (every DDP rank adapts on the whole split)."""
+    from torch.utils.data import DataLoader
+
+    from dermlit.models.adabn import adapt_batchnorm
+
+    loader = DataLoader(datamodule.dataset(split), batch_size=datamodule.eval_batch_size)
+    return adapt_batchnorm(model, loader, device)
 
 
 def predict_split(
@@ -136,6 +151,7 @@ def write_evaluation(
     posthoc: DecisionAdjustment | None = None,
     class_counts: list[int] | None = None,
     explainer: Callable[..., ErrorExplanations | None] | None = None,
+    adabn_images: int | None = None,
 ) -> Evaluation:
     """predictions.csv (and val_predictions.csv), metrics.json with bootstrap CIs and report/.
 
@@ -146,9 +162,18 @@ def write_evaluation(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     selection: dict[str, float] = {}
+    notes: list[str] = []
+    if adabn_images is not None:
+        from dermlit.models.adabn import adabn_note
+
+        selection.update({f"{split}/adabn": True, f"{split}/adabn_images": adabn_images})
+        notes.append(adabn_note(adabn_images))
     if val is not None and posthoc is not None and posthoc.fitted_on_validation:
         posthoc.fit(val.logits, val.targets, class_counts)
-        outputs, val = outputs.adjusted(posthoc), val.adjusted(posthoc)
+        if posthoc.transductive:  # the UNLABELLED test logits: no targets go in
+            posthoc.fit_target(outputs.logits)
+            notes.append(posthoc_note(posthoc, len(outputs.logits)))
+        outputs, val = outputs.adjusted(posthoc), val.adjusted(posthoc, source=True)
         selection.update({f"posthoc/{k}": v for k, v in posthoc.params().items()})
     if val is not None and (val.targets >= 0).any() and split != "val":
         keep = val.targets >= 0
@@ -172,12 +197,20 @@ def write_evaluation(
         metadata=outputs.metadata,
     )
     analysis.metrics.update(selection)
+    analysis.notes.extend(notes)
     if explainer is not None and analysis.n_labelled:
         common = analysis.settings.common_classes
         analysis.explanations = explainer(probs, outputs.targets, outputs.image_ids, common)
     write_metrics(out_dir / "metrics.json", analysis.metrics)
     report = write_report(analysis, out_dir / "report", title)
     return Evaluation(analysis.metrics, analysis, report)
+
+
+def posthoc_note(rule: DecisionAdjustment, n_images: int) -> str:
+    """The report's line on a transductive rule (what it estimated from the test images)."""
+    from dermlit.evaluation.prior_shift import prior_shift_note
+
+    return prior_shift_note(rule, n_images)  # type: ignore[arg-type]
 
 
 def headline_rows(metrics: Mapping[str, float], split: str) -> list[tuple[str, str, str]]:

@@ -21,7 +21,13 @@ from dermlit.evaluation.report import log_report_to_loggers
 from dermlit.explain.review import split_explainer
 from dermlit.loggers import close_loggers, log_flat_config
 from dermlit.resume import requeued_checkpoint, resumable
-from dermlit.rundir import SUMMARY_METRICS, predict_split, print_summary, write_evaluation
+from dermlit.rundir import (
+    SUMMARY_METRICS,
+    adapted_for_test,
+    predict_split,
+    print_summary,
+    write_evaluation,
+)
 from dermlit.status import RunStatus, read_status, recorded_status
 from dermlit.tuning import OBJECTIVE, best_validation_score
 
@@ -98,6 +104,12 @@ def fit_and_test(
         test = predict_split(trainer, model, datamodule, "test", weights)
         # validation logits of the same weights: the temperature for calibration is fitted there
         val = predict_split(trainer, model, datamodule, "val", weights)
+        settings = instantiate(cfg.evaluation)
+        adabn_images, tested = None, model
+        if settings.adabn:  # the tested weights are loaded now; a copy adapts to the test images
+            device = trainer.strategy.root_device
+            tested, adabn_images = adapted_for_test(model, datamodule, "test", device)
+            test = predict_split(trainer, tested, datamodule, "test")
         metrics: dict[str, float] = {}
         if trainer.is_global_zero:
             datamodule.splits.to_csv(run_dir / "splits.csv", index=False)
@@ -107,10 +119,11 @@ def fit_and_test(
                 run_dir,
                 test,
                 val=val,
-                settings=instantiate(cfg.evaluation),
+                settings=settings,
                 posthoc=instantiate(cfg.posthoc) if cfg.get("posthoc") else None,
                 class_counts=datamodule.class_counts,
-                explainer=split_explainer(model, datamodule, "test"),
+                explainer=split_explainer(tested, datamodule, "test"),
+                adabn_images=adabn_images,
             )
             metrics = evaluation.metrics
             log_test_scalars(loggers, metrics, trainer.global_step)

@@ -25,6 +25,23 @@ from dermlit.augment.effects import RandomVignette
 _MASK_ARGS = {DataKey.MASK: {"resample": Resample.BILINEAR, "align_corners": False}}
 
 
+def _jitter(value: Sequence[float] | float, name: str) -> float | tuple[float, float]:
+    """A colour-jitter setting: a strength ``x`` (factor in [1 - x, 1 + x]; hue: shift in
+    [-x, x] turns) or an explicit (low, high) range, e.g. a measured, one-sided spread."""
+    if isinstance(value, int | float):
+        if not 0 <= value <= (0.5 if name == "hue" else 1.0):
+            raise ValueError(
+                f"{name} strength must be in [0, {0.5 if name == 'hue' else 1}]: {value}"
+            )
+        return float(value)
+    low, high = _pair(value, name)
+    lowest = -0.5 if name == "hue" else 0.0
+    highest = 0.5 if name == "hue" else float("inf")
+    if low < lowest or high > highest:
+        raise ValueError(f"{name} range must lie in [{lowest}, {highest}], got {list(value)}")
+    return low, high
+
+
 def _pair(value: Sequence[float] | float, name: str) -> tuple[float, float]:
     if isinstance(value, int | float):
         return float(value), float(value)
@@ -107,10 +124,10 @@ class DermoscopyAugment(KorniaPreset):
         scale: Sequence[float] = (0.9, 1.1),
         translate: float = 0.05,
         padding_mode: str = "zeros",
-        brightness: float = 0.1,
-        contrast: float = 0.1,
-        saturation: float = 0.1,
-        hue: float = 0.02,
+        brightness: float | Sequence[float] = 0.1,
+        contrast: float | Sequence[float] = 0.1,
+        saturation: float | Sequence[float] = 0.1,
+        hue: float | Sequence[float] = 0.02,
         colour_p: float = 0.8,
         gamma: Sequence[float] = (0.9, 1.1),
         gamma_p: float = 0.5,
@@ -121,7 +138,7 @@ class DermoscopyAugment(KorniaPreset):
         blur_p: float = 0.2,
     ) -> None:
         super().__init__()
-        if not 0 <= hue <= 0.5:
+        if isinstance(hue, int | float) and not 0 <= hue <= 0.5:
             raise ValueError(f"hue must be in [0, 0.5] (fraction of the colour circle), got {hue}")
         self.geometry = {
             "degrees": float(degrees),
@@ -131,10 +148,11 @@ class DermoscopyAugment(KorniaPreset):
             "padding_mode": padding_mode,
         }
         self.colour = {
-            "brightness": float(brightness),
-            "contrast": float(contrast),
-            "saturation": float(saturation),
-            "hue": float(hue),
+            # a strength, or a (low, high) range (conf/augment/dermoscopy_wide.yaml)
+            "brightness": _jitter(brightness, "brightness"),
+            "contrast": _jitter(contrast, "contrast"),
+            "saturation": _jitter(saturation, "saturation"),
+            "hue": _jitter(hue, "hue"),
             "colour_p": float(colour_p),
             "gamma": _pair(gamma, "gamma"),
             "gamma_p": float(gamma_p),

@@ -2,7 +2,8 @@
 
 Epochs after the first and later runs decode no JPEG: a ``(N, S, S, 3)`` uint8 ``.npy`` file is
 opened with ``mmap_mode='r'``. Its name carries a fingerprint of the image files (ids, paths,
-sizes, mtimes) and the preprocessing, so any change to the source builds a new cache.
+sizes, mtimes) and the preprocessing (size, version, colour constancy), so any change to the
+source or to the preprocessing builds a new cache.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from dermlit.data.colour_constancy import NoColourConstancy
 from dermlit.data.sources.ham10000 import fingerprint_files
 
 log = logging.getLogger(__name__)
@@ -53,11 +55,19 @@ class ImageCache:
 
     @classmethod
     def build_or_load(
-        cls, df: pd.DataFrame, size: int, cache_dir: str | os.PathLike, workers: int = 4
+        cls,
+        df: pd.DataFrame,
+        size: int,
+        cache_dir: str | os.PathLike,
+        workers: int = 4,
+        colour_constancy: NoColourConstancy | None = None,
     ) -> ImageCache:
+        """``colour_constancy`` corrects the decoded images once (vectorised, in chunks)."""
         cache_dir = Path(cache_dir)
         cache_dir.mkdir(parents=True, exist_ok=True)
+        cc = colour_constancy if colour_constancy is not None else NoColourConstancy()
         key = f"{fingerprint_files(df)}-{size}px-v{PREPROCESS_VERSION}"
+        key += f"-{cc.cache_key}" if cc.cache_key else ""
         array_path, meta_path = cache_dir / f"{key}.npy", cache_dir / f"{key}.json"
         if array_path.is_file() and meta_path.is_file():
             meta = json.loads(meta_path.read_text())
@@ -80,10 +90,15 @@ class ImageCache:
 
         with ThreadPoolExecutor(max_workers=workers) as pool:
             list(pool.map(decode, enumerate(df["path"].astype(str))))
+        cc.apply_array(array)
         array.flush()
         os.replace(tmp, array_path)
         meta_tmp = meta_path.with_suffix(f".tmp{os.getpid()}")
-        meta_tmp.write_text(json.dumps({"image_ids": image_ids, "bad": bad, "size": size}))
+        meta_tmp.write_text(
+            json.dumps(
+                {"image_ids": image_ids, "bad": bad, "size": size, "colour_constancy": repr(cc)}
+            )
+        )
         os.replace(meta_tmp, meta_path)
         return cls(array_path, image_ids, bad)
 

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from dermlit.constants import CLASS_TO_INDEX, CLASSES
 from dermlit.data.cache import ImageCache
+from dermlit.data.colour_constancy import NoColourConstancy
 from dermlit.data.dataset import CachedImageDataset
 from dermlit.data.near_duplicates import NearDuplicateDetector
 from dermlit.data.split_file import apply_split_file, file_sha256
@@ -45,9 +46,10 @@ class DermDataModule(L.LightningDataModule):
     the seed and the distributed world (rank, replicas); ``None`` means plain shuffling.
     ``near_duplicates``: a detector whose pairs join lesions into split groups (``None``: lesions
     only). ``split_file``: train on this frozen split instead (validated; its hash is recorded
-    in ``RUN_DIR/split.json``). ``record_dir``: where ``split.json`` is written when fitting
-    starts (``dermlit-train`` passes its run directory; ``None``: nowhere, so a datamodule used
-    outside a run never writes into the working directory).
+    in ``RUN_DIR/split.json``). ``colour_constancy``: applied once while the cache is decoded
+    (``conf/colour_constancy/``; ``None``: none). ``record_dir``: where ``split.json`` is
+    written when fitting starts (``dermlit-train`` passes its run directory; ``None``: nowhere,
+    so a datamodule used outside a run never writes into the working directory).
     """
 
     def __init__(
@@ -71,6 +73,7 @@ class DermDataModule(L.LightningDataModule):
         near_duplicates: NearDuplicateDetector | None = None,
         split_file: str | Path | None = None,
         record_dir: str | Path | None = None,
+        colour_constancy: NoColourConstancy | None = None,
     ) -> None:
         super().__init__()
         self.source = source
@@ -93,6 +96,7 @@ class DermDataModule(L.LightningDataModule):
         self.near_duplicates = near_duplicates
         self.split_file = Path(split_file) if split_file else None
         self.record_dir = Path(record_dir) if record_dir else None
+        self.colour_constancy = colour_constancy or NoColourConstancy()
         self.near_duplicate_pairs: pd.DataFrame | None = None
         self.split_info: dict = {}
         self.index: pd.DataFrame | None = None
@@ -106,7 +110,11 @@ class DermDataModule(L.LightningDataModule):
         df, report = self.source.load()
         df = apply_policy(df, report, self.on_error)
         cache = ImageCache.build_or_load(
-            df, self.image_size, self.cache_dir / "images", workers=self.decode_workers
+            df,
+            self.image_size,
+            self.cache_dir / "images",
+            workers=self.decode_workers,
+            colour_constancy=self.colour_constancy,
         )
         for image_id, detail in cache.bad.items():
             report.add("unreadable/corrupt image", image_id, detail)

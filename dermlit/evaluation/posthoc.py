@@ -9,6 +9,8 @@ validation classes more easily). Fitted on the validation split only, then appli
 the test split; torchmetrics/scikit-learn have no such fitting, so it lives here.
 
 ``conf/posthoc/`` selects one; the fitted values go into ``metrics.json`` as ``posthoc/*``.
+``prior_shift.PriorEM`` is the one TRANSDUCTIVE rule: it also re-estimates the class prior from
+the unlabelled test logits (``fit_target``).
 """
 
 from __future__ import annotations
@@ -37,9 +39,13 @@ class DecisionAdjustment:
 
     ``fitted_on_validation``: whether ``fit`` needs the validation predictions (the run
     writer fits only such rules, and ``dermlit-eval`` refuses them without validation).
+    ``transductive``: whether the rule also needs the UNLABELLED test logits
+    (``fit_target(test_logits)``, after ``fit``; ``prior_shift.PriorEM``); validation is then
+    adjusted by ``source(logits)``, the test split by ``__call__``.
     """
 
     fitted_on_validation = False
+    transductive = False
 
     def __init__(self, objective: str = "macro_f1") -> None:
         decision_score(np.zeros((1, 2)), np.zeros(1, dtype=np.int64), objective)  # validates
@@ -63,6 +69,15 @@ class DecisionAdjustment:
 
     def __call__(self, logits: np.ndarray) -> np.ndarray:
         return np.asarray(logits, dtype=np.float64) + self.bias
+
+    def source(self, logits: np.ndarray) -> np.ndarray:
+        """The rule on source-domain logits (validation): the same as ``__call__`` unless
+        transductive."""
+        return self(logits)
+
+    def fit_target(self, logits: np.ndarray) -> DecisionAdjustment:
+        """A transductive rule's step on the unlabelled test logits; nothing for the others."""
+        return self
 
     def params(self) -> dict[str, float]:
         """The fitted values for ``metrics.json`` (``posthoc/...``)."""

@@ -77,6 +77,8 @@ class EvalSettings:
     conformal: ``{alpha}``, the miscoverage of the conformal sets.
     subgroups: ``{columns, min_size}``, the metadata columns measured per subgroup and the size
         below which a group is flagged.
+    adabn: re-estimate BatchNorm statistics on the (unlabelled) test images before predicting
+        them (``models/adabn.py``); validation keeps the training statistics.
     """
 
     cost: CostMatrix
@@ -89,6 +91,7 @@ class EvalSettings:
     referral_score: str
     conformal: Mapping[str, float]
     subgroups: Mapping[str, Any]
+    adabn: bool
 
     @property
     def conformal_alpha(self) -> float:
@@ -126,6 +129,7 @@ class EvalSettings:
             ("referral_score", str(self.referral_score)),
             ("conformal", conformal),
             ("subgroups", subgroups),
+            ("adabn", bool(self.adabn)),
         ):
             object.__setattr__(self, name, value)
 

@@ -2,7 +2,8 @@
 
 ``dermlit predict`` (eager) and ``dermlit export`` (ONNX) run this one module, so both give the
 probabilities that the run's evaluation used: uint8 RGB ``(N, S, S, 3)`` (the cache's resize +
-centre crop, done by the caller) -> float / 255 -> normalise with the run's mean/std -> NCHW
+centre crop, done by the caller) -> the run's colour constancy (the module the image cache
+applied, ``data/colour_constancy.py``; identity for none) -> float / 255 -> normalise with the run's mean/std -> NCHW
 -> backbone, averaged over the run's TTA views (``models/tta.py``: exact flips/rotations, which
 export as ONNX ``Slice``/``Transpose``) -> + post-hoc logit bias -> / temperature -> softmax.
 This is the order of ``rundir.write_evaluation``: the post-hoc rule adjusts the logits, and the
@@ -17,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from dermlit.constants import NUM_CLASSES
+from dermlit.data.colour_constancy import NoColourConstancy
 from dermlit.models.tta import TestTimeAugmentation
 
 
@@ -36,6 +38,7 @@ class DeployableClassifier(nn.Module):
         temperature: float = 1.0,
         logit_bias: Sequence[float] | None = None,
         tta_views: Sequence[str] = ("identity",),
+        colour_constancy: nn.Module | None = None,
     ) -> None:
         super().__init__()
         if not temperature > 0:
@@ -46,6 +49,7 @@ class DeployableClassifier(nn.Module):
         if len(bias) != NUM_CLASSES:
             raise ValueError(f"logit_bias must have {NUM_CLASSES} values, got {len(bias)}")
         self.backbone = backbone
+        self.colour_constancy = colour_constancy or NoColourConstancy()
         self.image_size = int(image_size)
         self.temperature = float(temperature)
         self.tta = TestTimeAugmentation(tta_views)
@@ -61,8 +65,10 @@ class DeployableClassifier(nn.Module):
         image_size: int,
         temperature: float = 1.0,
         logit_bias: Sequence[float] | None = None,
+        colour_constancy: nn.Module | None = None,
     ) -> DeployableClassifier:
-        """From a ``DermClassifier``: its backbone, normalisation buffers and TTA views."""
+        """From a ``DermClassifier``: its backbone, normalisation buffers and TTA views;
+        ``colour_constancy``: the run's (``data.colour_constancy``), which the model never holds."""
         return cls(
             model.backbone,
             image_size,
@@ -71,6 +77,7 @@ class DeployableClassifier(nn.Module):
             temperature,
             logit_bias,
             model.tta.views,
+            colour_constancy,
         )
 
     def train(self, mode: bool = True) -> DeployableClassifier:
@@ -91,7 +98,7 @@ class DeployableClassifier(nn.Module):
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         self.check_input(images)
-        x = images.permute(0, 3, 1, 2).float() / 255.0
+        x = self.colour_constancy(images).permute(0, 3, 1, 2).float() / 255.0
         x = (x - self.mean) / self.std
         logits = (self.tta(self.backbone, x).float() + self.logit_bias) / self.temperature
         return logits.softmax(dim=1), logits

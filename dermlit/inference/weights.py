@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from torch import nn
 
 from dermlit.checkpoints import CheckpointError, load_model_weights, resolve_checkpoint
 from dermlit.errors import InputError
@@ -26,6 +29,13 @@ def tested_checkpoint(decisions: RunDecisions) -> Path:
         ) from None
 
 
+def run_colour_constancy(config: DictConfig) -> nn.Module | None:
+    """The run's ``data.colour_constancy`` (what its image cache applied); None for a run
+    without one (written before the option existed, or ``none``)."""
+    node = config.get("data", {}).get("colour_constancy")
+    return None if node is None else instantiate(node)
+
+
 def deployable_model(decisions: RunDecisions, device: str = "cpu") -> DeployableClassifier:
     """The run's model with its tested weights, TTA, post-hoc bias and temperature."""
     model = model_for_checkpoint(decisions.config.model)
@@ -35,6 +45,10 @@ def deployable_model(decisions: RunDecisions, device: str = "cpu") -> Deployable
     except ValueError as err:
         raise InputError(str(err)) from None
     deployable = DeployableClassifier.from_classifier(
-        model, decisions.image_size, decisions.temperature, decisions.logit_bias.tolist()
+        model,
+        decisions.image_size,
+        decisions.temperature,
+        decisions.logit_bias.tolist(),
+        run_colour_constancy(decisions.config),
     )
     return deployable.to(torch.device(device))

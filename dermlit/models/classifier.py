@@ -95,13 +95,19 @@ class DermClassifier(L.LightningModule):
     # ------------------------------------------------------------------ data on device
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, targets = batch
+        training = self._trainer is not None and self.trainer.training
+        return self.prepare(images, augment=training), targets
+
+    def prepare(self, images: Tensor, augment: bool = False) -> Tensor:
+        """uint8 (N, H, W, 3) -> the normalised float batch the backbone takes (augmented only
+        when ``augment``: training); AdaBN (``models/adabn.py``) goes through it too."""
         x = images.permute(0, 3, 1, 2).float().div_(255.0)
-        if self.trainer is not None and self.trainer.training:
+        if augment:
             x = self.augment(x)
         x = (x - self.mean) / self.std
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return x, targets
+        return x
 
     def forward(self, x: Tensor) -> Tensor:
         return self.backbone(x)

@@ -55,3 +55,17 @@ def test_bad_arguments(ham_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown augment preset 'nope'"):
         audit.run(parse("--data", str(ham_dir), "--n", "2", "--reference-n", "4",
                         "--size", "32", "--presets", "nope", "--out", str(tmp_path)))  # fmt: skip
+
+
+@pytest.mark.slow  # ~80 s: fewer lesions make the 2 % colour target a matter of 1-2 lesions
+def test_the_wide_colour_preset_stays_faithful(ham_dir: Path, tmp_path: Path) -> None:
+    """augment=dermoscopy_wide (colour ranges of the measured between-source spread) meets the
+    faithful preset's targets on lesions inside the frame (docs/augment/wide/ has n=500)."""
+    out = tmp_path / "audit"
+    args = parse(
+        "--data", str(ham_dir), "--n", "400", "--size", "64", "--reference-n", "3000",
+        "--presets", "dermoscopy_wide", "--gallery-per-class", "1", "--out", str(out),
+    )  # fmt: skip
+    assert audit.run(args) == 0
+    row = json.loads((out / "audit.json").read_text())["presets"]["dermoscopy_wide"]
+    assert all(row["inside_frame"]["targets_met"].values()), row["inside_frame"]

@@ -105,6 +105,31 @@ def test_hue_shift_stays_within_configured_bound() -> None:
     assert max(shifts) > 0.7 * hue
 
 
+def test_one_sided_colour_ranges_are_kept() -> None:
+    """dermoscopy_wide's (low, high) ranges: a hue shift only within [-0.04, 0.01], a
+    brightness factor only within [1.0, 1.2] (grey pixels: the others are no-ops there)."""
+    preset = DermoscopyAugment(
+        **NO_GEOMETRY, **{**NO_COLOUR, "hue": (-0.04, 0.01), "brightness": (1.0, 1.2)},
+        colour_p=1.0,
+    )  # fmt: skip
+    rgb = (0.7, 0.4, 0.2)
+    torch.manual_seed(0)
+    out = preset(torch.tensor(rgb)[None, :, None, None].repeat(256, 1, 2, 2))[:, :, 0, 0]
+    h0 = colorsys.rgb_to_hsv(*rgb)[0]
+    shifts = [(colorsys.rgb_to_hsv(*p)[0] - h0 + 0.5) % 1 - 0.5 for p in out.tolist()]
+    assert -0.04 - 2e-3 <= min(shifts) < -0.03 and 0.005 < max(shifts) <= 0.01 + 2e-3
+    grey = preset(torch.full((256, 3, 2, 2), 0.5))[:, 0, 0, 0] / 0.5
+    assert grey.min().item() >= 1.0 - 1e-4 and 1.15 < grey.max().item() <= 1.2 + 1e-4
+    with pytest.raises(ValueError, match="saturation range must lie in"):
+        DermoscopyAugment(saturation=(-0.1, 1.2))
+    with pytest.raises(ValueError, match="hue range must lie in"):
+        DermoscopyAugment(hue=(-0.6, 0.1))
+    from dermlit.config import compose_config
+
+    wide = instantiate(compose_config("train", ["augment=dermoscopy_wide"]).augment)
+    assert wide.colour["saturation"] == (0.72, 1.1) and wide.colour["hue"] == (-0.04, 0.02)
+
+
 def test_vignette_darkens_corners_within_bound_and_keeps_centre() -> None:
     strength = (0.0, 0.35)
     preset = DermoscopyAugment(
