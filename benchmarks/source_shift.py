@@ -183,7 +183,7 @@ def write_index() -> pd.DataFrame:
         row |= {key: metrics.get(key) for key in INDEX_METRICS}
         priors = dest / "priors.json"
         row["prior_tv"] = (
-            json.loads(priors.read_text())["total_variation"] if priors.is_file() else None
+            json.loads(priors.read_text()).get("total_variation") if priors.is_file() else None
         )
         timing = dest / "time.json"
         row["wall_s"] = json.loads(timing.read_text())["wall_s"] if timing.is_file() else None
@@ -204,6 +204,7 @@ def with_ci(metrics: dict, key: str) -> str:
 def table() -> str:
     """Per benchmark: each arm's headline metrics with CIs and per-class recall, then the
     train and test class priors and their total-variation distance (the label shift)."""
+    write_index()
     out = []
     arm_order = [*ARMS, *EVAL_ARMS]
     for benchmark in BENCHMARKS:
