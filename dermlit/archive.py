@@ -34,10 +34,14 @@ class ArchiveError(ValueError):
     """The run directory lacks what an archived run must have."""
 
 
-def archive_run(run_dir: str | Path, dest: str | Path) -> list[str]:
-    """Copy :data:`ARTEFACTS` of ``run_dir`` into ``dest``; returns the ones that were absent."""
+def archive_run(
+    run_dir: str | Path, dest: str | Path, required: tuple[str, ...] = REQUIRED
+) -> list[str]:
+    """Copy :data:`ARTEFACTS` of ``run_dir`` into ``dest``; returns the ones that were absent.
+    ``required``: what must be there (a ``dermlit-eval`` output directory has no
+    ``resolved.yaml``: its run's is the config)."""
     run_dir, dest = Path(run_dir), Path(dest)
-    missing_required = [name for name in REQUIRED if not (run_dir / name).is_file()]
+    missing_required = [name for name in required if not (run_dir / name).is_file()]
     if missing_required:
         raise ArchiveError(
             f"{run_dir} is not a finished, evaluated run: missing {missing_required}"

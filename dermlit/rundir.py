@@ -78,6 +78,8 @@ class SplitOutputs:
     targets: np.ndarray
     #: per-image metadata (age, sex, localization, ...) in row order, for subgroup metrics
     metadata: pd.DataFrame | None = None
+    #: the column of ``metadata`` naming each image's source (the data source's source_column)
+    source_column: str | None = None
 
     @property
     def probs(self) -> np.ndarray:
@@ -95,7 +97,9 @@ class SplitOutputs:
     def adjusted(self, adjustment: DecisionAdjustment, source: bool = False) -> SplitOutputs:
         """``adjustment`` applied to the logits (``source``: its source-domain form)."""
         rule = adjustment.source if source else adjustment
-        return SplitOutputs(self.image_ids, rule(self.logits), self.targets, self.metadata)
+        return SplitOutputs(
+            self.image_ids, rule(self.logits), self.targets, self.metadata, self.source_column
+        )
 
 
 def adapted_for_test(
@@ -129,9 +133,11 @@ def predict_split(
     targets = gather_in_dataset_order(torch.cat([b[1] for b in batches]), world).numpy()
     frame = datamodule.frame(split).iloc[: len(targets)]
     ids = frame["image_id"].astype(str).tolist()
-    columns = [c for c in METADATA_COLUMNS if c in frame.columns]
+    source = getattr(datamodule, "source_column", None)
+    wanted = [*METADATA_COLUMNS, *([source] if source and source not in METADATA_COLUMNS else [])]
+    columns = [c for c in wanted if c in frame.columns]
     metadata = frame[["image_id", *columns]].reset_index(drop=True) if columns else None
-    return SplitOutputs(ids, logits, targets, metadata)
+    return SplitOutputs(ids, logits, targets, metadata, source)
 
 
 @dataclass
@@ -195,6 +201,7 @@ def write_evaluation(
         logits=outputs.logits,
         val=None if val is None else (val.logits, val.targets),
         metadata=outputs.metadata,
+        source_column=outputs.source_column,
     )
     analysis.metrics.update(selection)
     analysis.notes.extend(notes)

@@ -23,19 +23,15 @@ from dermlit.data.colour_constancy import NoColourConstancy
 from dermlit.data.dataset import CachedImageDataset
 from dermlit.data.near_duplicates import NearDuplicateDetector
 from dermlit.data.split_file import apply_split_file, file_sha256
-from dermlit.data.splits import (
-    SPLITS,
-    SplitError,
-    grouped_stratified_split,
-    link_groups,
-    split_table,
-)
+from dermlit.data.splits import SPLITS, GroupedSplit, SplitError, link_groups, split_table
 from dermlit.data.validation import OnError, apply_policy
 from dermlit.distributed import evaluation_sampler
 
 log = logging.getLogger(__name__)
 
 SamplerFactory = Callable[..., Sampler[int]]
+#: (index table, group per row, source column, source description) -> (split per row, record)
+SplitStrategy = Callable[[pd.DataFrame, pd.Series, "str | None", str], tuple[pd.Series, dict]]
 
 
 class DermDataModule(L.LightningDataModule):
@@ -46,10 +42,13 @@ class DermDataModule(L.LightningDataModule):
     the seed and the distributed world (rank, replicas); ``None`` means plain shuffling.
     ``near_duplicates``: a detector whose pairs join lesions into split groups (``None``: lesions
     only). ``split_file``: train on this frozen split instead (validated; its hash is recorded
-    in ``RUN_DIR/split.json``). ``colour_constancy``: applied once while the cache is decoded
-    (``conf/colour_constancy/``; ``None``: none). ``record_dir``: where ``split.json`` is
-    written when fitting starts (``dermlit-train`` passes its run directory; ``None``: nowhere,
-    so a datamodule used outside a run never writes into the working directory).
+    in ``RUN_DIR/split.json``). ``split``: how groups are assigned to train/val/test
+    (``conf/data/split/``, e.g. ``SourceHoldout``: whole sources as the test split); ``None``:
+    the grouped in-domain split by ``val_fraction``/``test_fraction``/``split_seed``.
+    ``colour_constancy``: applied once while the cache is decoded (``conf/colour_constancy/``;
+    ``None``: none). ``record_dir``: where ``split.json`` is written when fitting starts
+    (``dermlit-train`` passes its run directory; ``None``: nowhere, so a datamodule used outside
+    a run never writes into the working directory).
     """
 
     def __init__(
@@ -72,6 +71,7 @@ class DermDataModule(L.LightningDataModule):
         decode_workers: int = 4,
         near_duplicates: NearDuplicateDetector | None = None,
         split_file: str | Path | None = None,
+        split: SplitStrategy | None = None,
         record_dir: str | Path | None = None,
         colour_constancy: NoColourConstancy | None = None,
     ) -> None:
@@ -95,6 +95,7 @@ class DermDataModule(L.LightningDataModule):
         self.decode_workers = decode_workers
         self.near_duplicates = near_duplicates
         self.split_file = Path(split_file) if split_file else None
+        self.split = split
         self.record_dir = Path(record_dir) if record_dir else None
         self.colour_constancy = colour_constancy or NoColourConstancy()
         self.near_duplicate_pairs: pd.DataFrame | None = None
@@ -128,7 +129,8 @@ class DermDataModule(L.LightningDataModule):
         self.index, self.cache = df, cache
 
     def _split(self, df: pd.DataFrame) -> pd.DataFrame:
-        """A frozen split file, else the source's official split, else a grouped split."""
+        """A frozen split file, else the configured split option (``data/split``), else the
+        source's official split, else the grouped in-domain split."""
         if self.split_file is not None:
             df = apply_split_file(df, self.split_file)  # validated before it is trusted
             sha = file_sha256(self.split_file)
@@ -139,7 +141,7 @@ class DermDataModule(L.LightningDataModule):
             }
             log.info("Split from %s (sha256 %s)", self.split_file, sha)
             return df
-        if "split" in df.columns:  # official splits, when a source ships them, are kept
+        if "split" in df.columns and self.split is None:  # official splits are kept
             self.split_info = {"split": "official"}
             return df
         pairs = None
@@ -147,17 +149,23 @@ class DermDataModule(L.LightningDataModule):
             pairs = self.near_duplicates.pairs(df, self.cache_dir / "near_duplicates")
             self.near_duplicate_pairs = pairs
         df["group"] = link_groups(df, pairs)
-        df["split"] = grouped_stratified_split(
-            df, self.val_fraction, self.test_fraction, self.split_seed, groups=df["group"]
+        strategy = self.split or GroupedSplit(
+            self.val_fraction, self.test_fraction, self.split_seed
         )
+        df["split"], info = strategy(df, df["group"], self.source_column, repr(self.source))
         self.split_info = {
-            "split": "grouped",
+            **info,
             "groups": "lesion_id" if pairs is None else "lesion_id + near-duplicates",
             "near_duplicates": repr(self.near_duplicates),
             "near_duplicate_pairs": 0 if pairs is None else len(pairs),
-            "seed": self.split_seed,
         }
         return df
+
+    @property
+    def source_column(self) -> str | None:
+        """The index table's column naming each image's source (clinic, device), as the source
+        declares it (``source_column``; HAM10000: ``dataset``); None: it has none."""
+        return getattr(self.source, "source_column", None)
 
     def prepare_data(self) -> None:
         self._load()

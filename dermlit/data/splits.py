@@ -65,12 +65,25 @@ def grouped_stratified_split(
     """
     if not 0 < val_fraction < 1 or not 0 < test_fraction < 1 or val_fraction + test_fraction >= 1:
         raise SplitError(f"bad split fractions: val={val_fraction}, test={test_fraction}")
+    bounds = np.array([1 - val_fraction - test_fraction, 1 - test_fraction])
+    return assign_groups(df, bounds, SPLITS, seed, groups)
+
+
+def assign_groups(
+    df: pd.DataFrame,
+    bounds: np.ndarray,
+    names: tuple[str, ...],
+    seed: int = 0,
+    groups: pd.Series | None = None,
+) -> pd.Series:
+    """The split of each row among ``names``: per class, whole groups in a seeded order, the
+    cumulative image share of that class cut at ``bounds`` (``len(names) - 1`` increasing
+    fractions). Every class gets >= 1 group in every split (:class:`SplitError` otherwise)."""
     rng = np.random.default_rng(seed)
     key = df["lesion_id"] if groups is None else groups
     df = pd.DataFrame({"lesion_id": key.to_numpy(), "label": df["label"].to_numpy()}, df.index)
     per_lesion = df.groupby("lesion_id").size()
     labels = lesion_labels(df)
-    bounds = np.array([1 - val_fraction - test_fraction, 1 - test_fraction])
     assignment: dict[str, str] = {}
     for label in sorted(labels.unique()):
         lesions = labels.index[labels == label].to_numpy()
@@ -79,28 +92,49 @@ def grouped_stratified_split(
         # midpoint of each lesion's block of images decides its split
         mid = (np.cumsum(sizes) - sizes / 2) / sizes.sum()
         which = np.searchsorted(bounds, mid, side="right")
-        which = _fill_empty_splits(which, sizes, label)
-        assignment.update(zip(lesions, (SPLITS[i] for i in which), strict=True))
+        which = _fill_empty_splits(which, sizes, label, names)
+        assignment.update(zip(lesions, (names[i] for i in which), strict=True))
     return df["lesion_id"].map(assignment).rename("split")
 
 
-def _fill_empty_splits(which: np.ndarray, sizes: np.ndarray, label: str) -> np.ndarray:
+def _fill_empty_splits(
+    which: np.ndarray, sizes: np.ndarray, label: str, names: tuple[str, ...] = SPLITS
+) -> np.ndarray:
     """A rare class with few lesions can miss a split by rounding: move into each empty split
     the smallest lesion of the split that has the most lesions (the class keeps >= 1 per split)."""
     which = which.copy()
-    for empty in range(len(SPLITS)):
+    for empty in range(len(names)):
         if np.any(which == empty):
             continue
-        donor = np.bincount(which, minlength=len(SPLITS)).argmax()
+        donor = np.bincount(which, minlength=len(names)).argmax()
         candidates = np.flatnonzero(which == donor)
         if len(candidates) < 2:
             raise SplitError(
-                f"class {label!r} has no image in the {SPLITS[empty]} split "
+                f"class {label!r} has no image in the {names[empty]} split "
                 f"({len(which)} lesion(s), {sizes.sum()} image(s) in all): "
-                "a class needs at least 3 lesions; use more data"
+                f"a class needs at least {len(names)} lesions; use more data"
             )
         which[candidates[np.argmin(sizes[candidates])]] = empty
     return which
+
+
+class GroupedSplit:
+    """The in-domain split (the default): every source on every side, whole groups per class
+    (:func:`grouped_stratified_split`). The interface of every split option
+    (``conf/data/split/``; ``source_split.SourceHoldout``): called with the index table, the
+    group of each row, the source's ``source_column`` and its description, it returns the
+    split of each row and what ``split.json`` records."""
+
+    def __init__(self, val_fraction: float = 0.15, test_fraction: float = 0.15, seed: int = 0):
+        self.val_fraction, self.test_fraction, self.seed = val_fraction, test_fraction, seed
+
+    def __call__(
+        self, df: pd.DataFrame, groups: pd.Series, source_column: str | None, dataset: str
+    ) -> tuple[pd.Series, dict]:
+        split = grouped_stratified_split(
+            df, self.val_fraction, self.test_fraction, self.seed, groups=groups
+        )
+        return split, {"split": "grouped", "seed": self.seed}
 
 
 def split_table(df: pd.DataFrame) -> pd.DataFrame:

@@ -33,10 +33,17 @@ from dermlit.data.synthetic_render import (  # noqa: F401  (re-exported API)
 )
 
 #: Bump whenever the pixels or the CSV a given set of parameters produces change.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: the ``dataset`` column (two fake sources)
 MANIFEST_NAME = "synthetic.json"
 METADATA_NAME = "HAM10000_metadata.csv"
-METADATA_COLUMNS = ("lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization")
+METADATA_COLUMNS = (
+    "lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization", "dataset"
+)  # fmt: skip
+#: HAM10000's ``dataset`` column in miniature: each lesion comes from one of two fake sources
+#: (per-source metrics and the ``by_source`` split have something to split on); drawn from a
+#: stream of its own, so the pixels and the other columns are those of generator version 1
+SOURCES = ("synth_a", "synth_b")
+SOURCE_B_SHARE = 0.35
 MIN_IMAGES_PER_CLASS = 3
 LOCALIZATIONS = ("back", "lower extremity", "trunk", "upper extremity", "abdomen", "face",
                  "chest", "foot", "neck", "scalp")  # fmt: skip
@@ -142,11 +149,14 @@ def generate_synthetic_dataset(
     plan = _plan(n_images, seed, counts, max_images_per_lesion)
     for n, (dx, k, age, sex, site) in enumerate(plan, start=1):
         lesion = sample_lesion(dx, np.random.default_rng([seed, 1, n]))  # one stream per lesion
+        source = SOURCES[int(np.random.default_rng([seed, 3, n]).uniform() < SOURCE_B_SHARE)]
         for view in range(k):
             image_id = f"SYN_{len(rows) + 1:07d}"
             pixels = render_lesion(lesion, np.random.default_rng([seed, 2, n, view]), width, height)
             Image.fromarray(pixels).save(images / f"{image_id}.jpg", quality=jpeg_quality)
-            rows.append((f"SYNL_{n:07d}", image_id, dx, "synthetic", f"{age:.1f}", sex, site))
+            rows.append(
+                (f"SYNL_{n:07d}", image_id, dx, "synthetic", f"{age:.1f}", sex, site, source)
+            )
     with open(root / METADATA_NAME, "w", newline="") as fh:
         writer = csv.writer(fh, lineterminator="\n")
         writer.writerow(METADATA_COLUMNS)

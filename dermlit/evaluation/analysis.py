@@ -34,6 +34,7 @@ from dermlit.evaluation.decisions import (
     risk_coverage,
 )
 from dermlit.evaluation.settings import EvalSettings
+from dermlit.evaluation.sources import SourceResult, source_metrics
 from dermlit.evaluation.subgroups import SubgroupResult, subgroup_metrics
 
 if TYPE_CHECKING:
@@ -69,6 +70,7 @@ class Analysis:
     roc_mel: tuple[np.ndarray, np.ndarray] | None = None
     conformal: ConformalEvaluation | None = None
     subgroups: SubgroupResult | None = None
+    sources: SourceResult | None = None  # per source (clinic, device) of source_column
     explanations: ErrorExplanations | None = None  # Grad-CAM of errors (weights needed)
     notes: list[str] = field(default_factory=list)
 
@@ -102,13 +104,15 @@ def analyse(
     logits: np.ndarray | None = None,
     val: tuple[np.ndarray, np.ndarray] | None = None,
     metadata: pd.DataFrame | None = None,
+    source_column: str | None = None,
 ) -> Analysis:
     """Evaluate the labelled rows (``targets >= 0``) of one split.
 
     ``logits``: the model's logits for the rows (default: ``log(probs)``); ``val``: validation
     ``(logits, targets)`` on which the temperature and the conformal thresholds are fitted (no
     temperature scaling and no sets without); ``metadata``: one row per row of ``probs`` with
-    the subgroup columns (age, sex, localization) that the source has.
+    the subgroup columns (age, sex, localization) that the source has, and its
+    ``source_column`` (the site/clinic column the data source declares) for per-source metrics.
     """
     s = settings or EvalSettings.defaults()
     probs, targets = np.asarray(probs, dtype=np.float64), np.asarray(targets, dtype=np.int64)
@@ -131,6 +135,7 @@ def analyse(
     add_referral(out, t, decide)
     if metadata is not None and s.subgroup_columns:
         add_subgroups(out, probs, targets, metadata)
+    add_sources(out, probs, targets, metadata, source_column)
     add_roc_mel(out, p, t)
     return out
 
@@ -242,6 +247,37 @@ def add_subgroups(
         ci_alpha=s.alpha,
     )
     out.metrics.update(out.subgroups.metrics)
+
+
+def add_sources(
+    out: Analysis,
+    probs: np.ndarray,
+    targets: np.ndarray,
+    metadata: pd.DataFrame | None,
+    column: str | None,
+) -> None:
+    """Metrics per source of the data source's ``source_column``; without one, a note (once)."""
+    if column is None or metadata is None or column not in metadata.columns:
+        why = (
+            "the data source declares no source column (source_column)"
+            if column is None
+            else f"no per-image {column!r} column came with these predictions"
+        )
+        out.notes.append(f"No per-source metrics: {why}.")
+        return
+    s = out.settings
+    out.sources = source_metrics(
+        probs,
+        targets,
+        metadata[column].reset_index(drop=True),
+        column,
+        out.split,
+        min_size=s.subgroup_min_size,
+        n_resamples=s.n_resamples,
+        seed=s.seed,
+        ci_alpha=s.alpha,
+    )
+    out.metrics.update(out.sources.metrics)
 
 
 def add_roc_mel(out: Analysis, p: np.ndarray, t: np.ndarray) -> None:

@@ -25,6 +25,7 @@ from dermlit.evaluation.report_blocks import Heading, Report, Table, with_ci
 from dermlit.evaluation.report_sections import (
     conformal_section,
     explanation_section,
+    source_section,
     subgroup_section,
 )
 
@@ -63,6 +64,7 @@ def build_report(a: Analysis, out_dir: Path, title: str = "dermlit evaluation") 
     rows = [(a.key(m), with_ci(a, m)) for m in names]  # the metrics.json / logger names
     rows.append((a.key("rare_called_common_rate"), fmt(a.get("rare_called_common_rate"))))
     r.table(Table("headline", f"value [{pct} CI]", _frame(rows, ["metric", "value"])))
+    source_section(r, a)  # which sources carry the headline: right after it
 
     r.heading("Per class")
     per_class = [

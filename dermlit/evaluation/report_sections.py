@@ -1,4 +1,5 @@
-"""The report's conformal and subgroup sections (kept apart so that report.py stays small)."""
+"""The report's conformal, per-source and subgroup sections (kept apart so that report.py stays
+small)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from dermlit.evaluation.analysis import Analysis
 from dermlit.evaluation.conformal import set_size_distribution
 from dermlit.evaluation.formatting import ci_label, fmt
 from dermlit.evaluation.report_blocks import Report, Table, with_ci
+from dermlit.evaluation.sources import SOURCE_METRICS, carrying_sentence
 
 SUBGROUP_SHOWN = ("macro_f1", "balanced_accuracy", "accuracy", "recall_mel", "auroc_macro")
 
@@ -110,6 +112,50 @@ def subgroup_section(r: Report, a: Analysis) -> None:
     cols = ["column", "subgroup", "images", "flag", *SUBGROUP_SHOWN]
     pct = f"{100 * (1 - a.settings.alpha):.0f}%"
     r.table(Table("subgroups", f"per subgroup, value [{pct} CI]", pd.DataFrame(rows, columns=cols)))
+
+
+def _value_ci(a: Analysis, key: str) -> str:
+    value = a.metrics.get(a.key(key))
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value)
+    ci = ci_label(a.metrics, a.key(key))
+    return (fmt(float(value)) if ok else "n/a") + (f" {ci}" if ci else "")
+
+
+def source_section(r: Report, a: Analysis) -> None:
+    """Per source: the headline metrics with CIs, the shares of images and of correct
+    decisions (which source carries the headline) and each source's class prior. Absent
+    without a source column (``analysis.add_sources`` notes it once at the top)."""
+    res = a.sources
+    if res is None or res.table.empty:
+        return
+    r.heading("Per source")
+    min_size, pct = a.settings.subgroup_min_size, f"{100 * (1 - a.settings.alpha):.0f}%"
+    r.text(
+        f"Metrics per source (column `{res.column}` of the data source), each with its own "
+        f"bootstrap interval; 'share of correct': the source's part of this split's correct "
+        f"decisions. A source with fewer than {min_size} labelled images is flagged 'small'. "
+        + carrying_sentence(res, a.get("accuracy") or float("nan"), a.split)
+    )
+    rows = []
+    for _, row in res.table.iterrows():
+        prefix = f"source/{row['source']}/"
+        cells = [str(row["source"]), str(int(row["n_images"]))]
+        cells += [f"{row['share_of_images']:.3f}", f"{row['share_of_correct']:.3f}"]
+        cells.append(f"small (< {min_size})" if row["small"] else "")
+        cells += [_value_ci(a, prefix + m) for m in SOURCE_METRICS]
+        rows.append(cells)
+    cols = ["source", "images", "share of images", "share of correct", "flag", *SOURCE_METRICS]
+    frame = pd.DataFrame(rows, columns=cols)
+    r.table(Table("sources", f"per source, value [{pct} CI]", frame))
+    prior = [
+        [str(row["source"])] + [f"{row[f'prior_{c}']:.3f}" for c in CLASSES]
+        for _, row in res.table.iterrows()
+    ]
+    support = np.array([a.get(f"support_{c}") or 0.0 for c in CLASSES])
+    overall = support / max(support.sum(), 1.0)
+    prior.append(["all", *(f"{v:.3f}" for v in overall)])
+    frame = pd.DataFrame(prior, columns=["source", *CLASSES])
+    r.table(Table("source_priors", "class prior per source (share of its images)", frame))
 
 
 def explanation_section(r: Report, a: Analysis) -> None:

@@ -11,7 +11,7 @@ subgroup. Keys: ``<split>/subgroup/<column>=<value>/<metric>`` (plus ``_ci_low``
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -148,31 +148,62 @@ def subgroup_metrics(
     for column in (c for c in columns if c in metadata.columns):
         edges = bands.get(column)
         groups = subgroup_values(metadata[column].reset_index(drop=True), edges)[labelled]
-        pl, tl = p[labelled], t[labelled]
-        for value in _ordered(groups, edges):
-            member = (groups == value).to_numpy()
-            prefix = f"{split}/subgroup/{column}={value}/"
-            n = int(member.sum())
-            scores = metrics_with_ci(
-                pl[member],
-                tl[member],
-                prefix="",
-                n_resamples=n_resamples,
-                seed=seed,
-                alpha=ci_alpha,
-            )
-            unknown = [m for m in metrics if m not in scores]
-            if unknown:
-                raise KeyError(f"unknown subgroup metric(s) {unknown}; known: {sorted(scores)}")
-            row: dict[str, object] = {"column": column, "value": value, "n_images": n}
-            row["small"] = n < min_size
-            result.metrics[f"{prefix}n_images"] = n
-            result.metrics[f"{prefix}small"] = n < min_size
-            for m in metrics:
-                for suffix in ("", "_ci_low", "_ci_high"):
-                    if f"{m}{suffix}" in scores:
-                        result.metrics[f"{prefix}{m}{suffix}"] = scores[f"{m}{suffix}"]
-                        row[f"{m}{suffix}"] = scores[f"{m}{suffix}"]
-            rows.append(row)
+        scores, table = group_metrics(
+            p[labelled],
+            t[labelled],
+            groups.to_numpy(),
+            _ordered(groups, edges),
+            lambda value, column=column: f"{split}/subgroup/{column}={value}/",
+            min_size,
+            metrics,
+            n_resamples,
+            seed,
+            ci_alpha,
+        )
+        result.metrics.update(scores)
+        rows += [{"column": column, "value": value, **row} for value, row in table]
     result.table = pd.DataFrame(rows)
     return result
+
+
+def group_metrics(
+    probs: np.ndarray,
+    targets: np.ndarray,
+    groups: np.ndarray,
+    order: Sequence[str],
+    prefix_of: Callable[[str], str],
+    min_size: int = MIN_SIZE,
+    metrics: Sequence[str] = SUBGROUP_METRICS,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    ci_alpha: float = 0.05,
+) -> tuple[dict[str, float | bool], list[tuple[str, dict[str, object]]]]:
+    """The ONE per-group route (subgroups here, sources in ``evaluation/sources.py``): for each
+    group of ``order``, ``metrics`` with the whole-set bootstrap on its labelled rows, keyed
+    ``prefix_of(group) + metric`` (plus ``n_images``, ``small``); and one table row per group."""
+    out: dict[str, float | bool] = {}
+    rows = []
+    for value in order:
+        member = groups == value
+        prefix, n = prefix_of(value), int(member.sum())
+        scores = metrics_with_ci(
+            probs[member],
+            targets[member],
+            prefix="",
+            n_resamples=n_resamples,
+            seed=seed,
+            alpha=ci_alpha,
+        )
+        unknown = [m for m in metrics if m not in scores]
+        if unknown:
+            raise KeyError(f"unknown subgroup metric(s) {unknown}; known: {sorted(scores)}")
+        row: dict[str, object] = {"n_images": n, "small": n < min_size}
+        out[f"{prefix}n_images"] = n
+        out[f"{prefix}small"] = n < min_size
+        for m in metrics:
+            for suffix in ("", "_ci_low", "_ci_high"):
+                if f"{m}{suffix}" in scores:
+                    out[f"{prefix}{m}{suffix}"] = scores[f"{m}{suffix}"]
+                    row[f"{m}{suffix}"] = scores[f"{m}{suffix}"]
+        rows.append((value, row))
+    return out, rows

@@ -83,7 +83,8 @@ def test_allocation_rejects_bad_input(n, counts, message):
 def test_layout_counts_and_lesion_grouping(small_set):
     with open(small_set / METADATA_NAME, newline="") as fh:
         assert next(csv.reader(fh)) == [
-            "lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization"]  # fmt: skip
+            "lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization", "dataset"
+        ]  # fmt: skip
     rows = read_rows(small_set)
     assert Counter(r["dx"] for r in rows) == {
         c: n for c, n in allocate_class_counts(60, SMALL).items() if n}  # fmt: skip
@@ -98,6 +99,9 @@ def test_layout_counts_and_lesion_grouping(small_set):
         by_lesion[r["lesion_id"]].append(r)
     sizes = Counter(len(v) for v in by_lesion.values())
     assert max(sizes) <= 3 and sizes[1] > 0 and any(k > 1 for k in sizes)
+    # two fake sources, one per lesion (a lesion never spans sources)
+    assert {r["dataset"] for r in rows} == {"synth_a", "synth_b"}
+    assert all(len({r["dataset"] for r in v}) == 1 for v in by_lesion.values())
     for imgs in by_lesion.values():  # one diagnosis and one patient per lesion
         assert len({(r["dx"], r["age"], r["sex"], r["localization"]) for r in imgs}) == 1
     assert {r["dx_type"] for r in rows} == {"synthetic"}

@@ -2,7 +2,10 @@
 
 The index table has at least ``image_id, path, label, lesion_id`` (label is one of
 :data:`dermlit.constants.CLASSES`, or empty for unlabelled images) and may carry metadata
-columns (age, sex, ...) and a ``split`` column when the dataset ships official splits.
+columns (age, sex, ...) and a ``split`` column when the dataset ships official splits. A source
+whose images come from several clinics or devices names that column in ``source_column``
+(HAM10000: ``dataset``; None or absent: it has none), read by the per-source metrics and by
+the ``by_source`` split.
 """
 
 from dermlit.data.sources.csv_source import CSVSource

@@ -22,6 +22,8 @@ class CSVSource:
       image is its own group.
     - ``id_column``: unique image ids; default: the file name without suffix.
     - ``split_column``: optional fixed ``train/val/test`` assignment, kept by the DataModule.
+    - ``source_column``: optional site/clinic/device column: per-source metrics and the
+      ``by_source`` split read it (kept under its own name).
     """
 
     name = "csv"
@@ -35,6 +37,7 @@ class CSVSource:
         group_column: str | None = None,
         id_column: str | None = None,
         split_column: str | None = None,
+        source_column: str | None = None,
         label_map: Mapping[str, str] | None = None,
         sep: str = ",",
     ) -> None:
@@ -49,6 +52,7 @@ class CSVSource:
         }
         self.label_map = {str(k).strip().lower(): v for k, v in (label_map or {}).items()}
         self.sep = sep
+        self.source_column = source_column
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(root={str(self.root)!r}, csv={str(self.csv)!r})"
@@ -62,7 +66,8 @@ class CSVSource:
             raise FileNotFoundError(f"CSV source: {self.csv_path} not found (data.source.csv)")
         table = pd.read_csv(self.csv_path, sep=self.sep, dtype=str, keep_default_na=False)
         named = {k: v for k, v in self.columns.items() if v}
-        absent = [f"{k}_column={v!r}" for k, v in named.items() if v not in table.columns]
+        wanted = {**named, "source": self.source_column} if self.source_column else named
+        absent = [f"{k}_column={v!r}" for k, v in wanted.items() if v not in table.columns]
         if absent:
             raise ValueError(
                 f"{self.csv_path} lacks {', '.join(absent)}; its columns: {list(table.columns)}"

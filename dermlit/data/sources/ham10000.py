@@ -39,6 +39,10 @@ class HAM10000Source:
     """
 
     name = "ham10000"
+    #: the metadata column naming each image's source (clinic, device, collection): per-source
+    #: metrics and the ``by_source`` split read it (vidir_molemax, vidir_modern, rosendahl,
+    #: vienna_dias)
+    source_column: str | None = "dataset"
 
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root).expanduser()

@@ -87,12 +87,16 @@ class ISIC2019Source:
         image_dir: str = "ISIC_2019_Training_Input",
         mapping: Mapping[str, str | None] | None = None,
         on_unmapped: Literal["raise", "drop"] = "raise",
+        source_column: str | None = None,
     ) -> None:
         self.root = Path(root).expanduser()
         self.ground_truth, self.metadata, self.image_dir = ground_truth, metadata, image_dir
         self.mapping = {**DEFAULT_MAPPING, **(mapping or {})}
         self.on_unmapped = on_unmapped
         self.dropped: dict[str, int] = {}
+        # the official metadata (image, age_approx, anatom_site_general, lesion_id, sex) names
+        # no source: per-source metrics need a column added to the metadata file and named here
+        self.source_column = source_column
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(root={str(self.root)!r})"
