@@ -54,10 +54,11 @@ def test_priors_and_table(driver, tmp_path: Path) -> None:
     metrics = {"test/macro_f1": 0.41, "test/macro_f1_ci_low": 0.35, "test/macro_f1_ci_high": 0.47}
     metrics |= {f"test/recall_{c}": 0.1 * i for i, c in enumerate(CLASSES)}
     metrics |= {"test/balanced_accuracy": 0.5, "test/recall_mel": 0.6, "test/ece": 0.2}
+    metrics |= {"val/macro_f1": 0.55}
     (dest / "metrics.json").write_text(json.dumps(metrics))
     text = driver.table()
     assert "### loso_rosendahl" in text
-    assert "| baseline | 0.410 [0.350, 0.470] | 0.500 | 0.600 | 0.200 |" in text
+    assert "| baseline | 0.550 | 0.410 [0.350, 0.470] | 0.500 | 0.600 | 0.200 |" in text
     assert "| 0.200 | 0.000 | 0.100 | 0.200 | 0.300 | 0.600 |" in text  # ece, per-class recall
     assert "| test - train | +0.000 | +0.500 |" in text  # akiec, bcc
     assert "Total-variation distance train vs test: 0.500." in text
