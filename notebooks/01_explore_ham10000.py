@@ -38,9 +38,9 @@ import numpy as np
 import pandas as pd
 import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 import dermlit
+from dermlit.config import compose_config
 from dermlit.constants import CLASSES, HAM10000_CLASS_COUNTS
 from dermlit.data.cache import load_square
 from dermlit.data.sources.ham10000 import HAM10000Source
@@ -188,7 +188,10 @@ save(fig, "localization_by_class")
 preset_files = sorted((REPO / "conf/augment").glob("*.yaml"))
 first = ["none", "dermoscopy", "standard"]
 preset_files.sort(key=lambda p: (first.index(p.stem) if p.stem in first else len(first), p.stem))
-presets = {p.stem: instantiate(OmegaConf.load(p)) for p in preset_files}
+# composed as training composes them: an option may extend another (defaults list)
+presets = {
+    p.stem: instantiate(compose_config(None, [f"+augment={p.stem}"]).augment) for p in preset_files
+}
 shown = index.sample(frac=1.0, random_state=SEED).groupby("label").head(PER_CLASS)
 shown = shown.sort_values("label", key=lambda s: s.map(CLASSES.index))
 batch = torch.from_numpy(np.stack([load_square(p, IMAGE_SIZE) for p in shown["path"]]))
