@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 
 from dermlit.archive import archive_run
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import study_runs  # noqa: E402  (a sibling script)
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "docs" / "results" / "sam_study"
@@ -77,15 +77,7 @@ def equal_time_epochs() -> int | None:
 
 
 def commit(paths: list[Path], message: str) -> None:
-    """Commit just these paths; retried because the lead may hold the index lock a moment."""
-    rel = [str(p.relative_to(REPO)) for p in paths]
-    for _ in range(10):
-        subprocess.run(["git", "add", "--", *rel], cwd=REPO, check=False)
-        done = subprocess.run(["git", "commit", "-q", "-m", message, "--", *rel], cwd=REPO)
-        if done.returncode == 0:
-            return
-        time.sleep(5)
-    print(f"could not commit {rel}", file=sys.stderr)
+    study_runs.commit(REPO, paths, message)
 
 
 def run_one(arm: str, seed: int) -> bool:
@@ -109,26 +101,18 @@ def run_one(arm: str, seed: int) -> bool:
         *overrides,
         f"hydra.run.dir={run_dir}",
     ]
-    print(" ".join(cmd[1:]), flush=True)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    with open(RUNS / f"{arm}_seed{seed}.log", "w") as log:
-        status = subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT).returncode
-    wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    status, timing = study_runs.timed(REPO, cmd, RUNS / f"{arm}_seed{seed}.log")
     if status != 0:
         print(f"{arm} seed {seed}: exit {status}, see {RUNS}/{arm}_seed{seed}.log")
         return False
     archive_run(run_dir, dest)
-    timing = {
-        "wall_s": round(wall, 1),
-        "user_s": round(after.ru_utime - before.ru_utime, 1),
-        "sys_s": round(after.ru_stime - before.ru_stime, 1),
-        "overrides": overrides,
-    }
+    timing["overrides"] = overrides
     (dest / "time.json").write_text(json.dumps(timing, indent=2) + "\n")
     write_index()
-    commit([dest, RESULTS / "runs.csv"], f"SAM study: {arm} seed {seed} ({wall:.0f} s wall)")
+    commit(
+        [dest, RESULTS / "runs.csv"],
+        f"SAM study: {arm} seed {seed} ({timing['wall_s']:.0f} s wall)",
+    )
     return True
 
 

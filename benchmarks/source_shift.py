@@ -21,12 +21,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +31,9 @@ import pandas as pd
 from dermlit.archive import archive_run
 from dermlit.constants import CLASSES
 from dermlit.evaluation.formatting import ci_label, fmt
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import study_runs  # noqa: E402  (a sibling script)
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "docs" / "results" / "source_shift"
@@ -73,15 +72,7 @@ INDEX_METRICS = (
 
 
 def commit(paths: list[Path], message: str) -> None:
-    """Commit just these paths; retried because another process may hold the index lock."""
-    rel = [str(p.relative_to(REPO)) for p in paths]
-    for _ in range(10):
-        subprocess.run(["git", "add", "--", *rel], cwd=REPO, check=False)
-        done = subprocess.run(["git", "commit", "-q", "-m", message, "--", *rel], cwd=REPO)
-        if done.returncode == 0:
-            return
-        time.sleep(5)
-    print(f"could not commit {rel}", file=sys.stderr)
+    study_runs.commit(REPO, paths, message)
 
 
 def class_prior(labels: pd.Series) -> dict[str, float]:
@@ -106,21 +97,7 @@ def python_cmd(module: str) -> list[str]:
 
 
 def timed(cmd: list[str], log_path: Path) -> tuple[int, dict]:
-    """Run ``cmd`` (this checkout's dermlit first on the path), its log to ``log_path``."""
-    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    print(" ".join(cmd[2:]), flush=True)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "w") as log:
-        status = subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    timing = {
-        "wall_s": round(time.perf_counter() - t0, 1),
-        "user_s": round(after.ru_utime - before.ru_utime, 1),
-        "sys_s": round(after.ru_stime - before.ru_stime, 1),
-    }
-    return status.returncode, timing
+    return study_runs.timed(REPO, cmd, log_path)
 
 
 def train_one(benchmark: str, arm: str) -> bool:
