@@ -1,0 +1,63 @@
+"""The recipe-search driver (benchmarks/recipe_search.py): its candidates compose, and its table
+reads the archived run as a hand-made example says."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from dermlit.config import compose_config
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import recipe_search  # noqa: E402
+
+
+@pytest.mark.parametrize("name", sorted(recipe_search.CANDIDATES))
+def test_every_candidate_composes_to_what_its_name_says(name: str) -> None:
+    cfg = compose_config("train", recipe_search.CANDIDATES[name])
+    for pattern, value in (
+        (r"_(\d+)ep$", cfg.trainer.max_epochs),
+        (r"_(\d+)px_", cfg.data.image_size),
+    ):
+        if found := re.search(pattern, name):
+            assert int(found.group(1)) == value
+    if name.startswith("loso"):
+        assert list(cfg.data.split.test_sources) == ["rosendahl"]
+
+
+def test_row_reads_the_best_ema_epoch_and_the_intervals(tmp_path: Path, monkeypatch) -> None:
+    name = "n1_64px_54ep"
+    dest = tmp_path / name
+    (dest / "csv").mkdir(parents=True)
+    # raw-weight scores are higher, but the EMA's were tested: the row must report the EMA's
+    pd.DataFrame(
+        {
+            "epoch": [0, 0, 1, 1, 2],
+            "val/macro_f1": [0.9, None, 0.95, None, None],
+            "val_ema/macro_f1": [0.30, None, 0.45, None, None],
+            "train/loss_epoch": [None, 1.0, None, 0.8, 0.7],
+        }
+    ).to_csv(dest / "csv" / "metrics.csv", index=False)
+    metrics = {"val/macro_f1": 0.5}
+    for key, (value, low, high) in {
+        "macro_f1": (0.6, 0.55, 0.65),
+        "balanced_accuracy": (0.62, 0.57, 0.67),
+        "recall_mel": (0.7, 0.6, 0.8),
+        "ece": (0.03, 0.02, 0.05),
+    }.items():
+        metrics |= {f"test/{key}": value, f"test/{key}_ci_low": low, f"test/{key}_ci_high": high}
+    (dest / "metrics.json").write_text(json.dumps(metrics))
+    (dest / "time.json").write_text(json.dumps({"wall_s": 1710.0}))
+    monkeypatch.setattr(recipe_search, "RESULTS", tmp_path)
+    cells = [c.strip() for c in recipe_search.row(name).strip("|").split("|")]
+    assert cells[2] == "0.450 (epoch 1)"
+    assert cells[3] == "0.500"
+    assert cells[4] == "0.600 [0.550, 0.650]"
+    assert cells[7] == "0.030 [0.020, 0.050]"
+    assert cells[8:] == ["28.5 min", "54"]
+    assert recipe_search.row("n2_96px_36ep") is None  # not run: no row
