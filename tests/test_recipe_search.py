@@ -43,7 +43,7 @@ def test_row_reads_the_best_ema_epoch_and_the_intervals(tmp_path: Path, monkeypa
             "train/loss_epoch": [None, 1.0, None, 0.8, 0.7],
         }
     ).to_csv(dest / "csv" / "metrics.csv", index=False)
-    metrics = {"val/macro_f1": 0.5}
+    metrics = {"val/macro_f1": 0.5, "val/balanced_accuracy": 0.61, "val/recall_mel": 0.48}
     for key, (value, low, high) in {
         "macro_f1": (0.6, 0.55, 0.65),
         "balanced_accuracy": (0.62, 0.57, 0.67),
@@ -56,8 +56,18 @@ def test_row_reads_the_best_ema_epoch_and_the_intervals(tmp_path: Path, monkeypa
     monkeypatch.setattr(recipe_search, "RESULTS", tmp_path)
     cells = [c.strip() for c in recipe_search.row(name).strip("|").split("|")]
     assert cells[2] == "0.450 (epoch 1)"
-    assert cells[3] == "0.500"
-    assert cells[4] == "0.600 [0.550, 0.650]"
-    assert cells[7] == "0.030 [0.020, 0.050]"
-    assert cells[8:] == ["28.5 min", "54"]
+    assert cells[3:6] == ["0.500", "0.610", "0.480"]
+    assert cells[6] == "0.600 [0.550, 0.650]"
+    assert cells[9] == "0.030 [0.020, 0.050]"
+    assert cells[10:] == ["28.5 min", "54"]
     assert recipe_search.row("n2_96px_36ep") is None  # not run: no row
+    assert recipe_search.row(name, "no_bias") is None  # not re-evaluated: no row
+    # a re-evaluation: its own metrics, the run's best epoch and time, its own overrides
+    (dest / "decision_no_bias").mkdir()
+    (dest / "decision_no_bias" / "metrics.json").write_text(
+        json.dumps({**metrics, "test/macro_f1": 0.55, "val/recall_mel": 0.7})
+    )
+    cells = [c.strip() for c in recipe_search.row(name, "no_bias").strip("|").split("|")]
+    assert cells[:3] == [f"`{name}` + no_bias", "`posthoc=none`", "0.450 (epoch 1)"]
+    assert cells[5] == "0.700" and cells[6] == "0.550 [0.550, 0.650]"
+    assert cells[10:] == ["28.5 min", "54"]
