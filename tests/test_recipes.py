@@ -46,8 +46,10 @@ def test_cpu_best_is_the_recipe_its_comment_describes() -> None:
     assert not cfg.model.backbone.get("pretrained", False)  # no network: from scratch
     assert cfg.tta._target_.endswith("TestTimeAugmentation") and len(cfg.tta.views) == 8
     assert cfg.posthoc._target_.endswith("ClassBias")
+    assert cfg.posthoc.objective == "balanced_accuracy"  # docs/recipes.md section 7
     assert (cfg.loss.scheme, cfg.loss.beta) == ("effective_number", 0.999)
-    assert cfg.callbacks.ema.export == "ema" and cfg.trainer.max_epochs == 32
+    assert cfg.callbacks.ema.export == "ema" and cfg.trainer.max_epochs == 54
+    assert cfg.trainer.precision == "bf16-mixed"  # trainer=cpu_fast (issue 17)
 
 
 def test_gpu_recipe_is_full_resolution_sam_ema_bf16() -> None:
