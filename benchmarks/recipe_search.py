@@ -68,6 +68,12 @@ CANDIDATES: dict[str, list[str]] = {
         "data/split=by_source",
         "data.split.test_sources=[rosendahl]",
     ],
+    # the 15-minute baseline recipe on the same benchmark (issue 19 item 4)
+    "loso_rosendahl_ham10000_cpu": [
+        "experiment=ham10000_cpu",
+        "data/split=by_source",
+        "data.split.test_sources=[rosendahl]",
+    ],
 }
 #: decision rules re-evaluated on a candidate's checkpoint (dermlit-eval, no retraining): the
 #: recipe's class bias maximises validation macro-F1, which can cost melanoma recall
