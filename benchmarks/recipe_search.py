@@ -74,6 +74,20 @@ CANDIDATES: dict[str, list[str]] = {
         "data/split=by_source",
         "data.split.test_sources=[rosendahl]",
     ],
+    # the second source-shift benchmark (test = vidir_modern, issue 19 item 4): both recipes
+    "loso_vidir_modern": [
+        *FAST,
+        "posthoc.objective=macro_f1",
+        "data.image_size=64",
+        "trainer.max_epochs=54",
+        "data/split=by_source",
+        "data.split.test_sources=[vidir_modern]",
+    ],
+    "loso_vidir_modern_ham10000_cpu": [
+        "experiment=ham10000_cpu",
+        "data/split=by_source",
+        "data.split.test_sources=[vidir_modern]",
+    ],
 }
 #: decision rules re-evaluated on a candidate's checkpoint (dermlit-eval, no retraining): the
 #: recipe's class bias maximises validation macro-F1, which can cost melanoma recall
