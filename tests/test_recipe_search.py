@@ -26,8 +26,9 @@ def test_every_candidate_composes_to_what_its_name_says(name: str) -> None:
     ):
         if found := re.search(pattern, name):
             assert int(found.group(1)) == value
-    if name.startswith("loso"):
-        assert list(cfg.data.split.test_sources) == ["rosendahl"]
+    if found := re.match(r"loso_(rosendahl|vidir_modern)", name):
+        assert list(cfg.data.split.test_sources) == [found.group(1)]
+        assert cfg.data.split._target_ == "dermlit.data.source_split.SourceHoldout"
 
 
 def test_row_reads_the_best_ema_epoch_and_the_intervals(tmp_path: Path, monkeypatch) -> None:
