@@ -23,7 +23,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from dermlit.archive import archive_run
 from dermlit.evaluation.formatting import ci_label, fmt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -101,62 +100,39 @@ COLUMNS = ("macro_f1", "balanced_accuracy", "recall_mel", "ece")
 
 
 def run_one(name: str) -> bool:
-    dest = RESULTS / name
-    if (dest / "metrics.json").is_file():
-        print(f"{name}: archived already")
-        return True
     run_dir = RUNS / name
-    if run_dir.exists():
-        shutil.rmtree(run_dir)  # an unfinished earlier attempt
-    run_dir.mkdir(parents=True)
     time_txt = RUNS / f"{name}.time.txt"
-    cmd = [
-        "/usr/bin/time",
-        "-v",
-        "-o",
-        str(time_txt),
-        sys.executable,
-        "-m",
-        "dermlit.train",
-        *CANDIDATES[name],
-        f"hydra.run.dir={run_dir}",
-    ]
-    status, timing = study_runs.timed(REPO, cmd, RUNS / f"{name}.log")
-    if status != 0:
-        print(f"{name}: exit {status}, see {RUNS}/{name}.log")
-        return False
-    archive_run(run_dir, dest)
-    shutil.copyfile(time_txt, dest / "time.txt")
-    record = {**timing, "overrides": CANDIDATES[name]}
-    (dest / "time.json").write_text(json.dumps(record, indent=2) + "\n")
-    study_runs.commit(REPO, [dest], f"Recipe search: {name} ({timing['wall_s'] / 60:.1f} min wall)")
-    return True
+    cmd = ["/usr/bin/time", "-v", "-o", str(time_txt), sys.executable, "-m", "dermlit.train"]
+    cmd += [*CANDIDATES[name], f"hydra.run.dir={run_dir}"]
+
+    def keep_time_txt(dest: Path) -> list[Path]:
+        shutil.copyfile(time_txt, dest / "time.txt")
+        return []
+
+    return study_runs.run_and_archive(
+        REPO,
+        cmd,
+        out_dir=run_dir,
+        dest=RESULTS / name,
+        log_path=RUNS / f"{name}.log",
+        record={"overrides": CANDIDATES[name]},
+        message=f"Recipe search: {name} ({{wall_min:.1f}} min wall)",
+        finish=keep_time_txt,
+    )
 
 
 def eval_one(name: str, decision: str) -> bool:
     """Re-evaluate candidate ``name``'s tested checkpoint (in outputs/) with another decision
     rule into ``docs/results/recipe_search/<name>/decision_<decision>/``."""
-    dest = RESULTS / name / f"decision_{decision}"
-    if (dest / "metrics.json").is_file():
-        print(f"{name}/{decision}: archived already")
-        return True
-    run_dir = RUNS / name
-    if not (run_dir / "checkpoints").is_dir():
-        print(f"{name}/{decision}: needs the run's checkpoints in {run_dir}; skipped")
-        return False
-    out_dir = RUNS / f"{name}.eval" / decision
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    overrides = [f"run_dir={run_dir}", f"output_dir={out_dir}", *DECISIONS[decision]]
-    cmd = [sys.executable, "-m", "dermlit.evaluate", *overrides]
-    status, timing = study_runs.timed(REPO, cmd, RUNS / f"{name}.{decision}.log")
-    if status != 0:
-        print(f"{name}/{decision}: exit {status}, see {RUNS}/{name}.{decision}.log")
-        return False
-    archive_run(out_dir, dest, required=("metrics.json", "predictions.csv"))
-    (dest / "time.json").write_text(json.dumps({**timing, "overrides": overrides}, indent=2) + "\n")
-    study_runs.commit(REPO, [dest], f"Recipe search: {name} re-evaluated with {decision}")
-    return True
+    return study_runs.reevaluate(
+        REPO,
+        RUNS / name,
+        DECISIONS[decision],
+        out_dir=RUNS / f"{name}.eval" / decision,
+        dest=RESULTS / name / f"decision_{decision}",
+        log_path=RUNS / f"{name}.{decision}.log",
+        message=f"Recipe search: {name} re-evaluated with {decision}",
+    )
 
 
 def best_epoch_val(dest: Path) -> str:

@@ -17,13 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
 import pandas as pd
-
-from dermlit.archive import archive_run
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import study_runs  # noqa: E402  (a sibling script)
@@ -76,10 +73,6 @@ def equal_time_epochs() -> int | None:
     return None
 
 
-def commit(paths: list[Path], message: str) -> None:
-    study_runs.commit(REPO, paths, message)
-
-
 def run_one(arm: str, seed: int) -> bool:
     dest = RESULTS / arm / f"seed{seed}"
     if (dest / "metrics.json").is_file():
@@ -92,28 +85,24 @@ def run_one(arm: str, seed: int) -> bool:
             return False
         overrides.append(f"trainer.max_epochs={epochs}")
     run_dir = RUNS / arm / f"seed{seed}"
-    if run_dir.exists():
-        shutil.rmtree(run_dir)  # an unfinished earlier attempt
-    cmd = [
-        str(REPO / ".venv" / "bin" / "dermlit-train"),
-        "experiment=sam_study",
-        f"seed={seed}",
-        *overrides,
-        f"hydra.run.dir={run_dir}",
-    ]
-    status, timing = study_runs.timed(REPO, cmd, RUNS / f"{arm}_seed{seed}.log")
-    if status != 0:
-        print(f"{arm} seed {seed}: exit {status}, see {RUNS}/{arm}_seed{seed}.log")
-        return False
-    archive_run(run_dir, dest)
-    timing["overrides"] = overrides
-    (dest / "time.json").write_text(json.dumps(timing, indent=2) + "\n")
-    write_index()
-    commit(
-        [dest, RESULTS / "runs.csv"],
-        f"SAM study: {arm} seed {seed} ({timing['wall_s']:.0f} s wall)",
+    cmd = [str(REPO / ".venv" / "bin" / "dermlit-train"), "experiment=sam_study", f"seed={seed}"]
+    cmd += [*overrides, f"hydra.run.dir={run_dir}"]
+    return study_runs.run_and_archive(
+        REPO,
+        cmd,
+        out_dir=run_dir,
+        dest=dest,
+        log_path=RUNS / f"{arm}_seed{seed}.log",
+        record={"overrides": overrides},
+        message=f"SAM study: {arm} seed {seed} ({{wall_s:.0f}} s wall)",
+        finish=refresh_index,
     )
-    return True
+
+
+def refresh_index(dest: Path) -> list[Path]:
+    """After each run: the index over all archived runs, committed with the run."""
+    write_index()
+    return [RESULTS / "runs.csv"]
 
 
 def write_index() -> pd.DataFrame:

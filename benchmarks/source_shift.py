@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dermlit.archive import archive_run
 from dermlit.constants import CLASSES
 from dermlit.evaluation.formatting import ci_label, fmt
 
@@ -71,10 +70,6 @@ INDEX_METRICS = (
 )
 
 
-def commit(paths: list[Path], message: str) -> None:
-    study_runs.commit(REPO, paths, message)
-
-
 def class_prior(labels: pd.Series) -> dict[str, float]:
     counts = labels.value_counts()
     total = max(int(counts.sum()), 1)
@@ -92,68 +87,48 @@ def write_priors(run_dir: Path, dest: Path) -> None:
     (dest / "priors.json").write_text(json.dumps(data, indent=2) + "\n")
 
 
-def python_cmd(module: str) -> list[str]:
-    return [sys.executable, "-m", module]
-
-
-def timed(cmd: list[str], log_path: Path) -> tuple[int, dict]:
-    return study_runs.timed(REPO, cmd, log_path)
-
-
 def train_one(benchmark: str, arm: str) -> bool:
-    dest = RESULTS / benchmark / arm
-    if (dest / "metrics.json").is_file():
-        return True
     run_dir = RUNS / benchmark / arm
-    if run_dir.exists():
-        shutil.rmtree(run_dir)  # an unfinished earlier attempt
     overrides = [f"experiment={BENCHMARKS[benchmark]}", *ARMS[arm]]
-    cmd = [*python_cmd("dermlit.train"), *overrides, f"hydra.run.dir={run_dir}"]
-    status, timing = timed(cmd, RUNS / f"{benchmark}_{arm}.log")
-    if status != 0:
-        print(f"{benchmark}/{arm}: exit {status}, see {RUNS}/{benchmark}_{arm}.log")
-        return False
-    archive_run(run_dir, dest)
-    write_priors(run_dir, dest)
-    (dest / "time.json").write_text(json.dumps({**timing, "overrides": overrides}, indent=2) + "\n")
-    write_index()
-    commit(
-        [dest, RESULTS / "runs.csv"],
-        f"Source shift: {benchmark} {arm} ({timing['wall_s']:.0f} s wall)",
+
+    def priors_and_index(dest: Path) -> list[Path]:
+        write_priors(run_dir, dest)
+        write_index()
+        return [RESULTS / "runs.csv"]
+
+    return study_runs.run_and_archive(
+        REPO,
+        [sys.executable, "-m", "dermlit.train", *overrides, f"hydra.run.dir={run_dir}"],
+        out_dir=run_dir,
+        dest=RESULTS / benchmark / arm,
+        log_path=RUNS / f"{benchmark}_{arm}.log",
+        record={"overrides": overrides},
+        message=f"Source shift: {benchmark} {arm} ({{wall_s:.0f}} s wall)",
+        finish=priors_and_index,
     )
-    return True
 
 
 def eval_one(benchmark: str, arm: str) -> bool:
     """Re-evaluate the trained arm's run (its checkpoint, in outputs/) with the arm's overrides
     into a directory of its own."""
-    dest = RESULTS / benchmark / arm
-    if (dest / "metrics.json").is_file():
-        return True
     base, extra = EVAL_ARMS[arm]
-    run_dir = RUNS / benchmark / base
-    if not (run_dir / "checkpoints").is_dir():
-        print(f"{benchmark}/{arm}: needs the {base} run's checkpoints in {run_dir}; skipped")
-        return False
-    out_dir = RUNS / benchmark / f"{base}.eval" / arm
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    overrides = [f"run_dir={run_dir}", f"output_dir={out_dir}", *extra]
-    status, timing = timed(
-        [*python_cmd("dermlit.evaluate"), *overrides], RUNS / f"{benchmark}_{arm}.log"
+
+    def priors_and_index(dest: Path) -> list[Path]:
+        shutil.copyfile(RESULTS / benchmark / base / "priors.json", dest / "priors.json")
+        write_index()
+        return [RESULTS / "runs.csv"]
+
+    return study_runs.reevaluate(
+        REPO,
+        RUNS / benchmark / base,
+        extra,
+        out_dir=RUNS / benchmark / f"{base}.eval" / arm,
+        dest=RESULTS / benchmark / arm,
+        log_path=RUNS / f"{benchmark}_{arm}.log",
+        message=f"Source shift: {benchmark} {arm} (re-evaluation of {base})",
+        record={"re_evaluates": f"{benchmark}/{base}"},
+        finish=priors_and_index,
     )
-    if status != 0:
-        print(f"{benchmark}/{arm}: exit {status}, see {RUNS}/{benchmark}_{arm}.log")
-        return False
-    archive_run(out_dir, dest, required=("metrics.json", "predictions.csv"))
-    shutil.copyfile(RESULTS / benchmark / base / "priors.json", dest / "priors.json")
-    record = {**timing, "re_evaluates": f"{benchmark}/{base}", "overrides": overrides}
-    (dest / "time.json").write_text(json.dumps(record, indent=2) + "\n")
-    write_index()
-    commit(
-        [dest, RESULTS / "runs.csv"], f"Source shift: {benchmark} {arm} (re-evaluation of {base})"
-    )
-    return True
 
 
 def write_index() -> pd.DataFrame:

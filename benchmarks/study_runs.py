@@ -1,15 +1,21 @@
-"""What the study drivers (``sam_study.py``, ``source_shift.py``) share: running one command
-with its log and its wall/CPU times, and committing a finished run's artefacts at once (a
-replaced machine loses outputs/, so every run is committed as it finishes)."""
+"""What the study drivers (``sam_study.py``, ``source_shift.py``, ``recipe_search.py``) share:
+running one command with its log and its wall/CPU times, archiving a finished run's small
+artefacts and committing them at once (a replaced machine loses outputs/, so every run is
+committed as it finishes)."""
 
 from __future__ import annotations
 
+import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+from dermlit.archive import REQUIRED, archive_run
 
 
 def timed(repo: Path, cmd: list[str], log_path: Path) -> tuple[int, dict]:
@@ -41,3 +47,74 @@ def commit(repo: Path, paths: list[Path], message: str) -> None:
             return
         time.sleep(5)
     print(f"could not commit {rel}", file=sys.stderr)
+
+
+def run_and_archive(
+    repo: Path,
+    cmd: list[str],
+    *,
+    out_dir: Path,
+    dest: Path,
+    log_path: Path,
+    record: dict,
+    message: str,
+    required: tuple[str, ...] = REQUIRED,
+    finish: Callable[[Path], list[Path]] | None = None,
+) -> bool:
+    """The step every study driver repeats for one run, so that none of them can skip a part:
+
+    an archived ``dest`` is not run again; otherwise ``out_dir`` (what ``cmd`` writes: a
+    training's run directory or a re-evaluation's output) starts empty, ``cmd`` runs
+    :func:`timed`, a failure names its log and returns False; a success is archived into
+    ``dest`` with ``time.json`` (the timing plus ``record``), ``finish(dest)`` adds what the
+    driver adds (a priors file, an index) and returns further paths to commit, and all of it is
+    committed at once. ``message`` may use ``{wall_s}`` and ``{wall_min}``."""
+    label = dest.relative_to(repo) if dest.is_relative_to(repo) else dest
+    if (dest / "metrics.json").is_file():
+        print(f"{label}: archived already")
+        return True
+    if out_dir.exists():
+        shutil.rmtree(out_dir)  # an unfinished earlier attempt
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    status, timing = timed(repo, cmd, log_path)
+    if status != 0:
+        print(f"{label}: exit {status}, see {log_path}")
+        return False
+    archive_run(out_dir, dest, required=required)
+    (dest / "time.json").write_text(json.dumps({**timing, **record}, indent=2) + "\n")
+    extra = finish(dest) if finish else []
+    wall = {"wall_s": timing["wall_s"], "wall_min": timing["wall_s"] / 60}
+    commit(repo, [dest, *extra], message.format(**wall))
+    return True
+
+
+def reevaluate(
+    repo: Path,
+    run_dir: Path,
+    overrides: list[str],
+    *,
+    out_dir: Path,
+    dest: Path,
+    log_path: Path,
+    message: str,
+    record: dict | None = None,
+    finish: Callable[[Path], list[Path]] | None = None,
+) -> bool:
+    """:func:`run_and_archive` of ``dermlit-eval`` on a trained run's checkpoint (in outputs/,
+    so only on the machine that trained it) with other ``overrides``, into an output directory
+    of its own: the training run stays as it was."""
+    if not (dest / "metrics.json").is_file() and not (run_dir / "checkpoints").is_dir():
+        print(f"{dest.name}: needs the trained run's checkpoints in {run_dir}; skipped")
+        return False
+    overrides = [f"run_dir={run_dir}", f"output_dir={out_dir}", *overrides]
+    return run_and_archive(
+        repo,
+        [sys.executable, "-m", "dermlit.evaluate", *overrides],
+        out_dir=out_dir,
+        dest=dest,
+        log_path=log_path,
+        record={**(record or {}), "overrides": overrides},
+        message=message,
+        required=("metrics.json", "predictions.csv"),
+        finish=finish,
+    )

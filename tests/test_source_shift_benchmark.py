@@ -24,7 +24,7 @@ def driver(tmp_path: Path, monkeypatch):
     monkeypatch.setattr(module, "REPO", tmp_path)
     monkeypatch.setattr(module, "RESULTS", tmp_path / "docs" / "results" / "source_shift")
     monkeypatch.setattr(module, "RUNS", tmp_path / "outputs" / "source_shift")
-    monkeypatch.setattr(module, "commit", lambda paths, message: None)
+    monkeypatch.setattr(module.study_runs, "commit", lambda repo, paths, message: None)
     return module
 
 
@@ -74,7 +74,7 @@ def test_eval_arm_writes_into_its_own_directory(driver, monkeypatch) -> None:
     (driver.RESULTS / "indomain" / "baseline" / "priors.json").write_text("{}")
     seen = []
 
-    def fake_timed(cmd, log_path):
+    def fake_timed(repo, cmd, log_path):
         seen.append(cmd)
         out = Path(next(a for a in cmd if a.startswith("output_dir=")).split("=", 1)[1])
         out.mkdir(parents=True)
@@ -82,7 +82,7 @@ def test_eval_arm_writes_into_its_own_directory(driver, monkeypatch) -> None:
         (out / "predictions.csv").write_text("image\n")
         return 0, {"wall_s": 1.0, "user_s": 1.0, "sys_s": 0.0}
 
-    monkeypatch.setattr(driver, "timed", fake_timed)
+    monkeypatch.setattr(driver.study_runs, "timed", fake_timed)
     assert driver.eval_one("indomain", "adabn")
     cmd = seen[0]
     assert cmd[1:3] == ["-m", "dermlit.evaluate"]
