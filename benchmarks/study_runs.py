@@ -90,7 +90,7 @@ def run_and_archive(
 
 def reevaluate(
     repo: Path,
-    run_dir: Path,
+    source: Path,
     overrides: list[str],
     *,
     out_dir: Path,
@@ -100,13 +100,23 @@ def reevaluate(
     record: dict | None = None,
     finish: Callable[[Path], list[Path]] | None = None,
 ) -> bool:
-    """:func:`run_and_archive` of ``dermlit-eval`` on a trained run's checkpoint (in outputs/,
-    so only on the machine that trained it) with other ``overrides``, into an output directory
-    of its own: the training run stays as it was."""
-    if not (dest / "metrics.json").is_file() and not (run_dir / "checkpoints").is_dir():
-        print(f"{dest.name}: needs the trained run's checkpoints in {run_dir}; skipped")
+    """:func:`run_and_archive` of ``dermlit-eval`` with other ``overrides``, into an output
+    directory of its own (the source stays as it was). ``source``: a trained run (its
+    checkpoint, in outputs/, so only on the machine that trained it), or an ARCHIVED
+    evaluation with undecided predictions (``predictions.csv`` + ``val_predictions.csv``,
+    e.g. ``posthoc=none``'s), which serves rules that need no weights (a decision rule) on any
+    machine."""
+    if (source / "checkpoints").is_dir():
+        inputs = [f"run_dir={source}"]
+    elif (source / "val_predictions.csv").is_file():
+        inputs = [f"predictions={source}/predictions.csv"]
+        inputs += [f"val_predictions={source}/val_predictions.csv"]
+    elif (dest / "metrics.json").is_file():
+        inputs = []  # archived already: run_and_archive skips it
+    else:
+        print(f"{dest.name}: needs a trained run's checkpoints or archived predictions in {source}")
         return False
-    overrides = [f"run_dir={run_dir}", f"output_dir={out_dir}", *overrides]
+    overrides = [*inputs, f"output_dir={out_dir}", *overrides]
     return run_and_archive(
         repo,
         [sys.executable, "-m", "dermlit.evaluate", *overrides],

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from hydra.utils import instantiate
 
 from dermlit.config import compose_config
 
@@ -72,3 +73,36 @@ def test_row_reads_the_best_ema_epoch_and_the_intervals(tmp_path: Path, monkeypa
     assert cells[:3] == [f"`{name}` + no_bias", "`posthoc=none`", "0.450 (epoch 1)"]
     assert cells[5] == "0.700" and cells[6] == "0.550 [0.550, 0.650]"
     assert cells[10:] == ["28.5 min", "54"]
+
+
+def test_the_floors_decision_keeps_the_old_recipes_validation_scores() -> None:
+    old = json.loads((recipe_search.RESULTS / "c3_old_recipe" / "metrics.json").read_text())
+    for key, floor in recipe_search.OLD_VAL_FLOORS.items():
+        assert old[f"val/{key}"] - 0.001 < floor <= old[f"val/{key}"]
+    cfg = compose_config("eval", ["run_dir=x", *recipe_search.DECISIONS["bias_macro_f1_floors"]])
+    rule = instantiate(cfg.posthoc)
+    assert rule.floors == recipe_search.OLD_VAL_FLOORS and rule.objective == "macro_f1"
+
+
+def test_decisions_other_than_no_bias_come_from_the_archived_predictions(
+    tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr(recipe_search, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(recipe_search, "RUNS", tmp_path / "runs")
+    (tmp_path / "runs" / "n1_64px_54ep" / "checkpoints").mkdir(parents=True)
+    seen = []
+    monkeypatch.setattr(
+        recipe_search.study_runs, "run_and_archive", lambda repo, cmd, **kw: seen.append(cmd)
+    )
+    recipe_search.eval_one("n1_64px_54ep", "no_bias")
+    assert f"run_dir={tmp_path / 'runs' / 'n1_64px_54ep'}" in seen[-1]
+    # no archived no_bias predictions yet: refused with what it needs, nothing run
+    assert not recipe_search.eval_one("n1_64px_54ep", "bias_macro_f1")
+    assert len(seen) == 1
+    archived = tmp_path / "results" / "n1_64px_54ep" / "decision_no_bias"
+    archived.mkdir(parents=True)
+    (archived / "val_predictions.csv").write_text("")
+    recipe_search.eval_one("n1_64px_54ep", "bias_macro_f1")
+    assert f"predictions={archived}/predictions.csv" in seen[-1]
+    assert f"val_predictions={archived}/val_predictions.csv" in seen[-1]
+    assert not any(arg.startswith("run_dir=") for arg in seen[-1])

@@ -15,7 +15,8 @@ the unlabelled test logits (``fit_target``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -23,15 +24,28 @@ from dermlit.constants import CLASSES
 from dermlit.evaluation.metrics import scores_from_confusion
 
 OBJECTIVES = ("macro_f1", "balanced_accuracy")
+log = logging.getLogger(__name__)
 
 
 def decision_score(logits: np.ndarray, targets: np.ndarray, objective: str = "macro_f1") -> float:
     """``objective`` of the argmax decisions of ``logits`` against ``targets`` (labelled rows)."""
     if objective not in OBJECTIVES:
         raise ValueError(f"posthoc objective must be one of {OBJECTIVES}, got {objective!r}")
+    return floor_scores(logits, targets)[objective]
+
+
+#: the validation scores a ``ClassBias`` floor can name
+FLOOR_KEYS = (*OBJECTIVES, "accuracy", *(f"recall_{c}" for c in CLASSES))
+
+
+def floor_scores(logits: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+    """Every :data:`FLOOR_KEYS` score of the argmax decisions of ``logits``."""
     k = logits.shape[1]
     conf = np.bincount(targets * k + logits.argmax(1), minlength=k * k).reshape(k, k)
-    return float(scores_from_confusion(conf)[objective])
+    scores = scores_from_confusion(conf)
+    named = {key: float(scores[key]) for key in (*OBJECTIVES, "accuracy")}
+    named |= {f"recall_{c}": float(r) for c, r in zip(CLASSES, scores["recall"], strict=False)}
+    return named
 
 
 class DecisionAdjustment:
@@ -119,32 +133,76 @@ class LogitAdjustment(DecisionAdjustment):
 class ClassBias(DecisionAdjustment):
     """A free bias per class by coordinate ascent over ``grid``, ``rounds`` sweeps over the
     classes (each class's bias set to the grid value that maximises the objective given the
-    others; ties keep the current value)."""
+    others; ties keep the current value).
+
+    ``floors`` (e.g. ``{"recall_mel": 0.6}``): validation scores the decision must keep, a
+    clinical operating point such as a melanoma-sensitivity floor. The ascent then ranks a bias
+    first by how far it falls short of the floors (summed) and only then by the objective, so
+    it maximises the objective among the biases that meet them; ``floors_met`` (in
+    ``posthoc/*``) says whether any did, and a warning names the floors that were not met.
+    Keys: ``macro_f1``, ``balanced_accuracy``, ``accuracy`` or ``recall_<class>``."""
 
     fitted_on_validation = True
 
-    def __init__(self, grid: Sequence[float], rounds: int = 2, objective: str = "macro_f1") -> None:
+    def __init__(
+        self,
+        grid: Sequence[float],
+        rounds: int = 2,
+        objective: str = "macro_f1",
+        floors: Mapping[str, float] | None = None,
+    ) -> None:
         super().__init__(objective)
         if not len(grid) or rounds < 1:
             raise ValueError("posthoc.grid must be non-empty and posthoc.rounds >= 1")
         self.grid = [float(g) for g in grid]
         self.rounds = rounds
+        self.floors = {str(k): float(v) for k, v in (floors or {}).items()}
+        unknown = sorted(set(self.floors) - set(FLOOR_KEYS))
+        if unknown:
+            raise ValueError(
+                f"posthoc.floors: unknown score(s) {unknown}; use any of {list(FLOOR_KEYS)}"
+            )
+        self.floors_met = True
+
+    def _rank(self, logits: np.ndarray, targets: np.ndarray) -> tuple[float, float]:
+        """(minus the summed shortfall below the floors, the objective): larger is better."""
+        scores = floor_scores(logits, targets)
+        shortfall = sum(max(0.0, floor - scores[key]) for key, floor in self.floors.items())
+        return -shortfall, scores[self.objective]
 
     def _fit(self, logits, targets, class_counts) -> None:
+        for key in self.floors:
+            if np.isnan(floor_scores(logits, targets)[key]):
+                raise ValueError(f"posthoc.floors: {key} is undefined on this validation split")
         bias = np.zeros(logits.shape[1])
+        best = self._rank(logits + bias, targets)
         for _ in range(self.rounds):
             for c in range(logits.shape[1]):
-                best = decision_score(logits + bias, targets, self.objective)
                 for value in self.grid:
                     trial = bias.copy()
                     trial[c] = value
-                    score = decision_score(logits + trial, targets, self.objective)
-                    if score > best + 1e-12:
-                        best, bias = score, trial
+                    rank = self._rank(logits + trial, targets)
+                    if rank[0] > best[0] + 1e-12 or (
+                        rank[0] >= best[0] - 1e-12 and rank[1] > best[1] + 1e-12
+                    ):
+                        best, bias = rank, trial
         self.bias = bias
+        self.floors_met = best[0] >= -1e-12
+        if not self.floors_met:
+            scores = floor_scores(logits + bias, targets)
+            missed = {k: round(scores[k], 3) for k, v in self.floors.items() if scores[k] < v}
+            log.warning(
+                "posthoc.floors %s cannot all be met on validation with this grid: the bias "
+                "comes closest (reached %s); lower the floors or widen posthoc.grid",
+                self.floors,
+                missed,
+            )
 
     def params(self) -> dict[str, float]:
-        return {f"bias_{c}": float(b) for c, b in zip(CLASSES, self.bias, strict=False)}
+        params = {f"bias_{c}": float(b) for c, b in zip(CLASSES, self.bias, strict=False)}
+        if self.floors:
+            params["floors_met"] = float(self.floors_met)
+        return params
 
 
 def _labelled(logits: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
