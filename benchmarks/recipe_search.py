@@ -22,7 +22,9 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
+from dermlit.data.sources.ham10000 import METADATA_FILE
 from dermlit.evaluation.formatting import ci_label, fmt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -150,16 +152,27 @@ def eval_one(name: str, decision: str) -> bool:
     ``docs/results/recipe_search/<name>/decision_<decision>/``: ``no_bias`` from the tested
     checkpoint (in outputs/), every other rule from the archived ``no_bias`` predictions (a
     decision rule needs no weights, and the archive outlives the machine)."""
-    source = RUNS / name if decision == "no_bias" else RESULTS / name / "decision_no_bias"
+    from_archive = decision != "no_bias"
+    source = RESULTS / name / "decision_no_bias" if from_archive else RUNS / name
+    archived = from_archive and (source / "val_predictions.csv").is_file()
+    metadata = source_metadata(name) if archived else []
     return study_runs.reevaluate(
         REPO,
         source,
-        DECISIONS[decision],
+        [*metadata, *DECISIONS[decision]],
         out_dir=RUNS / f"{name}.eval" / decision,
         dest=RESULTS / name / f"decision_{decision}",
         log_path=RUNS / f"{name}.{decision}.log",
         message=f"Recipe search: {name} re-evaluated with {decision}",
     )
+
+
+def source_metadata(name: str) -> list[str]:
+    """The dermlit-eval overrides that join the candidate's HAM10000 metadata (its ``dataset``
+    column) onto archived predictions, for the per-source metrics a checkpoint evaluation has."""
+    resolved = yaml.safe_load((RESULTS / name / ".hydra" / "resolved.yaml").read_text())
+    table = Path(resolved["data"]["source"]["root"]) / METADATA_FILE
+    return [f"metadata.csv={table}", "metadata.source_column=dataset"]
 
 
 def best_epoch_val(dest: Path) -> str:

@@ -11,7 +11,8 @@ list of keys is kept here): an added key (``+a.b=v``, ``++a.b=v`` for a new key)
 its parent already exists below the root, e.g. ``+evaluation.referral_targets.accuracy=0.9``
 or ``+data.source.column_map.SCC=akiec`` (entries of a dict option). Known keys that the chosen
 mode would not read are refused too: ``checkpoint``/``weights``/``tta``/``data`` with
-``predictions=`` (no model is run), ``val_predictions``/``predictions_are`` with ``run_dir=``,
+``predictions=`` (no model is run), ``val_predictions``/``predictions_are``/``metadata`` with
+``run_dir=`` (a run's data source brings its own metadata),
 and ``data.*`` other than :data:`EVAL_DATA_KEYS` (the rest comes from the run).
 """
 
@@ -33,7 +34,7 @@ from dermlit.errors import exit_with
 EVAL_DATA_KEYS = ("source", "cache_dir", "on_error")
 #: top-level keys read only when evaluating a checkpoint (run_dir=), and only with predictions=
 CHECKPOINT_ONLY = ("checkpoint", "weights", "tta", "data", "accelerator")
-PREDICTIONS_ONLY = ("val_predictions", "predictions_are")
+PREDICTIONS_ONLY = ("val_predictions", "predictions_are", "metadata")
 #: top-level keys that exist only for data/_base.yaml's interpolations (the run's own are used;
 #: ``colour_constancy=X`` is refused by Hydra, ``+colour_constancy=X`` as an unknown addition)
 RUN_ONLY = ("sampler", "colour_constancy")

@@ -143,6 +143,15 @@ def predict_from_checkpoint(
     return outputs, val, description, data.skipped, explainer, adabn_images
 
 
+def joined_metadata(
+    metadata: DictConfig, outputs: SplitOutputs, val: SplitOutputs | None
+) -> tuple[SplitOutputs, SplitOutputs | None]:
+    """``metadata.csv`` joined onto predictions read from files (subgroups, per source)."""
+    table = pd.read_csv(metadata.csv, dtype={metadata.id_column: str})
+    columns = (table, metadata.id_column, metadata.source_column)
+    return outputs.with_metadata(*columns), None if val is None else val.with_metadata(*columns)
+
+
 def evaluate(cfg: DictConfig) -> Evaluation:
     settings = instantiate(cfg.evaluation)
     skipped = explainer = adabn_images = None
@@ -156,6 +165,8 @@ def evaluate(cfg: DictConfig) -> Evaluation:
         val = (
             SplitOutputs.from_predictions(cfg.val_predictions, are) if cfg.val_predictions else None
         )
+        if cfg.metadata.csv:
+            outputs, val = joined_metadata(cfg.metadata, outputs, val)
         source = str(cfg.predictions)
         counts = train_class_counts(Path(cfg.predictions).parent / "splits.csv")
     else:

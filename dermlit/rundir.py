@@ -19,7 +19,9 @@ from rich.table import Table
 from scipy.special import softmax
 
 from dermlit.constants import CLASSES
+from dermlit.data.validation import describe_ids
 from dermlit.distributed import gather_in_dataset_order
+from dermlit.errors import InputError
 from dermlit.evaluation.analysis import Analysis, analyse, log_probs
 from dermlit.evaluation.formatting import ci_label, fmt
 from dermlit.evaluation.metrics import point_metrics
@@ -93,6 +95,35 @@ class SplitOutputs:
         ids, values, targets = read_scores(path, predictions_are)
         logits = values if predictions_are == "logits" else log_probs(values)
         return cls(ids, logits, targets)
+
+    def with_metadata(
+        self, table: pd.DataFrame, id_column: str, source_column: str | None = None
+    ) -> SplitOutputs:
+        """These outputs with per-image metadata joined from ``table`` on ``id_column``: the
+        subgroup columns it has and ``source_column`` (per-source metrics). What a model run
+        gets from its data source, for outputs read from a predictions file, whose format has
+        no room for it. Every image must have exactly one row."""
+        wanted = [id_column, *([source_column] if source_column else [])]
+        absent = [c for c in wanted if c not in table.columns]
+        if absent:
+            raise InputError(
+                f"metadata table lacks column(s) {absent}; it has {list(table.columns)}: "
+                "set metadata.id_column / metadata.source_column to its names"
+            )
+        ids = table[id_column].astype(str)
+        if ids.duplicated().any():
+            repeated = describe_ids(ids[ids.duplicated()].unique())
+            raise InputError(f"metadata table: {id_column} repeats for {repeated}")
+        missing = sorted(set(self.image_ids) - set(ids))
+        if missing:
+            raise InputError(
+                f"metadata table has no row for {len(missing)} of {len(self.image_ids)} "
+                f"predicted image(s): {describe_ids(missing)}; give a table covering them all"
+            )
+        columns = [c for c in (*METADATA_COLUMNS, source_column) if c and c in table.columns]
+        rows = table.assign(image_id=ids).set_index("image_id").loc[self.image_ids]
+        metadata = rows[[c for c in dict.fromkeys(columns) if c != "image_id"]].reset_index()
+        return SplitOutputs(self.image_ids, self.logits, self.targets, metadata, source_column)
 
     def adjusted(self, adjustment: DecisionAdjustment, source: bool = False) -> SplitOutputs:
         """``adjustment`` applied to the logits (``source``: its source-domain form)."""

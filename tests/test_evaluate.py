@@ -19,6 +19,7 @@ from tiny_run import TINY_RUN
 
 from dermlit.constants import ISIC_COLUMNS
 from dermlit.data.sources import HAM10000Source
+from dermlit.errors import InputError
 from dermlit.evaluate import evaluate
 from dermlit.evaluation.predictions import read_predictions
 
@@ -88,6 +89,49 @@ def test_eval_from_predictions_csv(run, tmp_path: Path) -> None:
     # uniform costs: Bayes = argmax, the mean cost = the error rate
     assert m["test/bayes_mean_cost"] == pytest.approx(1 - m["test/accuracy"])
     assert (run_dir / "eval" / "predictions-test" / "report" / "report.md").is_file()
+
+
+def test_eval_from_predictions_with_a_metadata_table_reports_per_source(
+    run, tmp_path: Path
+) -> None:
+    """The predictions format has no source column: metadata.csv joins it back, so a decision
+    rule re-evaluated from archived predictions keeps the per-source metrics of the run."""
+    run_dir, metrics = run
+    resolved = yaml.safe_load((run_dir / ".hydra" / "resolved.yaml").read_text())
+    index, _ = HAM10000Source(resolved["data"]["source"]["root"]).load()
+    table = tmp_path / "metadata.csv"
+    index.sample(frac=1.0, random_state=0).to_csv(table, index=False)  # any row order
+    m = evaluate(
+        eval_cfg(
+            f"predictions={run_dir}/predictions.csv",
+            f"val_predictions={run_dir}/val_predictions.csv",
+            f"metadata.csv={table}",
+            "metadata.source_column=dataset",
+            f"output_dir={tmp_path}/eval",
+        )
+    ).metrics
+    per_source = {k: v for k, v in metrics.items() if k.startswith("test/source/")}
+    assert per_source and {k: m[k] for k in per_source} == pytest.approx(per_source, abs=1e-6)
+    # and against scikit-learn on one source's rows
+    ids, probs, targets = read_predictions(run_dir / "predictions.csv")
+    source = index.set_index("image_id").loc[ids, "dataset"].to_numpy()
+    name = source[0]
+    rows = source == name
+    assert m[f"test/source/{name}/balanced_accuracy"] == pytest.approx(
+        balanced_accuracy_score(targets[rows], probs[rows].argmax(1))
+    )
+    missing = tmp_path / "missing.csv"
+    index[~index["image_id"].isin(ids[:3])].to_csv(missing, index=False)
+    with pytest.raises(InputError, match=r"no row for 3 of \d+ predicted image"):
+        evaluate(eval_cfg(f"predictions={run_dir}/predictions.csv", f"metadata.csv={missing}"))
+    with pytest.raises(InputError, match=r"lacks column\(s\) \['site'\]"):
+        evaluate(
+            eval_cfg(
+                f"predictions={run_dir}/predictions.csv",
+                f"metadata.csv={table}",
+                "metadata.source_column=site",
+            )
+        )
 
 
 def test_eval_with_tta_and_posthoc_adjustment_fitted_on_val(run) -> None:

@@ -102,7 +102,15 @@ def test_decisions_other_than_no_bias_come_from_the_archived_predictions(
     archived = tmp_path / "results" / "n1_64px_54ep" / "decision_no_bias"
     archived.mkdir(parents=True)
     (archived / "val_predictions.csv").write_text("")
+    (tmp_path / "results" / "n1_64px_54ep" / ".hydra").mkdir()
+    resolved = {"data": {"source": {"root": "/data/ham"}}}
+    (tmp_path / "results" / "n1_64px_54ep" / ".hydra" / "resolved.yaml").write_text(
+        json.dumps(resolved)
+    )
     recipe_search.eval_one("n1_64px_54ep", "bias_macro_f1")
     assert f"predictions={archived}/predictions.csv" in seen[-1]
+    # the per-source metrics need the data's source column, joined from its metadata
+    assert "metadata.csv=/data/ham/HAM10000_metadata.csv" in seen[-1]
+    assert "metadata.source_column=dataset" in seen[-1]
     assert f"val_predictions={archived}/val_predictions.csv" in seen[-1]
     assert not any(arg.startswith("run_dir=") for arg in seen[-1])

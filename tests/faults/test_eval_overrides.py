@@ -46,6 +46,7 @@ def test_a_model_override_is_refused_naming_where_the_model_comes_from(tmp_path,
             ["data.image_size=128: data.image_size comes from the run"],
         ),
         (["val_predictions=v.csv"], ["val_predictions=v.csv: read only with predictions=FILE"]),
+        (["metadata.csv=m.csv"], ["metadata.csv=m.csv: read only with predictions=FILE"]),
         (
             ["+colour_constancy=shades_of_gray"],
             ["+colour_constancy=shades_of_gray: conf/eval.yaml defines no 'colour_constancy'"],
