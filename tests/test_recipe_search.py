@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from dermlit.config import compose_config
 
@@ -114,3 +116,35 @@ def test_decisions_other_than_no_bias_come_from_the_archived_predictions(
     assert "metadata.source_column=dataset" in seen[-1]
     assert f"val_predictions={archived}/val_predictions.csv" in seen[-1]
     assert not any(arg.startswith("run_dir=") for arg in seen[-1])
+
+
+@pytest.mark.parametrize(
+    "name",
+    [n for n in sorted(recipe_search.CANDIDATES) if (recipe_search.RESULTS / n).is_dir()],
+)
+def test_every_archived_candidate_still_composes_to_what_it_ran(name: str) -> None:
+    """The candidates build on the recipe file, which changed after they ran: their overrides
+    must still give the archived run's settings."""
+    ran = yaml.safe_load((recipe_search.RESULTS / name / ".hydra" / "resolved.yaml").read_text())
+    cfg = compose_config("train", recipe_search.CANDIDATES[name])
+
+    def now(path: str):
+        value = OmegaConf.select(cfg, path)
+        return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+    for section, keys in {
+        "posthoc": None,
+        "data": ("image_size", "batch_size"),
+        "trainer": ("max_epochs", "precision"),
+        "optim": ("optimizer",),
+        "loss": None,
+        "tta": None,
+    }.items():
+        if keys:
+            then = {k: ran[section][k] for k in keys}
+            today = {k: now(f"{section}.{k}") for k in keys}
+        else:
+            then, today = ran[section], now(section)
+        if section == "posthoc" and today.get("floors") is None and "floors" not in then:
+            today.pop("floors", None)  # the archived run is older than posthoc.floors
+        assert today == then, section
