@@ -56,6 +56,14 @@ CANDIDATES: dict[str, list[str]] = {
         "data.image_size=64",
         "trainer.max_epochs=54",
     ],
+    # n1 again with another training seed (same split): the seed spread of the chosen training
+    "n1_seed1_64px_54ep": [
+        *FAST,
+        *MACRO_F1_RULE,
+        "data.image_size=64",
+        "trainer.max_epochs=54",
+        "seed=1",
+    ],
     # ... or on resolution: 96 px at 43.5 s an epoch, 36 epochs
     "n2_96px_36ep": [
         *FAST,
