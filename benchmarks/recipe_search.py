@@ -128,7 +128,7 @@ DECISIONS: dict[str, list[str]] = {
     # (c3_old_recipe/metrics.json: val/balanced_accuracy 0.6382, val/recall_mel 0.5389)
     "bias_macro_f1_floors": [
         "posthoc=class_bias",
-        *MACRO_F1_RULE,
+        "posthoc.objective=macro_f1",
         f"posthoc.floors={{balanced_accuracy:{OLD_VAL_FLOORS['balanced_accuracy']},"
         f"recall_mel:{OLD_VAL_FLOORS['recall_mel']}}}",
     ],
