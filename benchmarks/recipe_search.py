@@ -1,4 +1,4 @@
-"""The 30-minute recipe search of docs/recipes.md section 7 (issue 17): candidate recipes run one
+"""The 30-minute recipe search of docs/recipes.md sections 7-8 (issue 17): candidate recipes run one
 after another, each alone on the cores under ``/usr/bin/time``, each finished run's small
 artefacts archived into ``docs/results/recipe_search/<candidate>/`` (with ``time.txt``) and
 committed at once (a replaced machine loses outputs/).
@@ -74,7 +74,8 @@ CANDIDATES: dict[str, list[str]] = {
     # batch 128 (1.16x an epoch's images/s, docs/results/throughput/scaling/) spent on 80 px:
     # 37.2 s x 0.86 x 1.08 (n1's full-run overhead) = 34.7 s an epoch, 48 epochs in 28 min. The
     # learning rate scaled by sqrt(2) for the doubled batch (AdamW), the EMA decay per step
-    # halved in 1 - decay so that it still averages over the same number of epochs
+    # halved in 1 - decay so that it still averages over the same number of epochs. Stopped at
+    # epoch 13 for time: 60 s an epoch on the AMD EPYC of a later session (section 8)
     "n3_80px_b128_48ep": [
         *FAST,
         *MACRO_F1_RULE,
@@ -116,16 +117,18 @@ CANDIDATES: dict[str, list[str]] = {
 }
 #: the old recipe's validation scores, rounded down: a decision "not below" them keeps them
 OLD_VAL_FLOORS = {"balanced_accuracy": 0.638, "recall_mel": 0.538}
-#: decision rules re-evaluated on a candidate's checkpoint (dermlit-eval, no retraining): the
-#: recipe's class bias maximises validation macro-F1, which can cost melanoma recall
+#: decision rules re-evaluated on a candidate's predictions (dermlit-eval, no retraining; see
+#: eval_one): the candidates' own class bias maximises validation macro-F1, which can cost
+#: melanoma recall
 DECISIONS: dict[str, list[str]] = {
     "no_bias": ["posthoc=none"],
-    # the chosen rule: ham10000_cpu_best.yaml sets it
+    # section 7's choice
     "bias_balanced_accuracy": ["posthoc=class_bias", "posthoc.objective=balanced_accuracy"],
     "bias_macro_f1": ["posthoc=class_bias", "posthoc.objective=macro_f1"],
     # the selection rule moved into the fit: the best validation macro-F1 among the biases whose
     # validation balanced accuracy and melanoma recall are not below the old recipe's
-    # (c3_old_recipe/metrics.json: val/balanced_accuracy 0.6382, val/recall_mel 0.5389)
+    # (c3_old_recipe/metrics.json: val/balanced_accuracy 0.6382, val/recall_mel 0.5389); the
+    # rule ham10000_cpu_best.yaml sets (section 8)
     "bias_macro_f1_floors": [
         "posthoc=class_bias",
         "posthoc.objective=macro_f1",

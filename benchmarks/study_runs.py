@@ -69,7 +69,7 @@ def run_and_archive(
     ``dest`` with ``time.json`` (the timing plus ``record``), ``finish(dest)`` adds what the
     driver adds (a priors file, an index) and returns further paths to commit, and all of it is
     committed at once. ``message`` may use ``{wall_s}`` and ``{wall_min}``."""
-    label = dest.relative_to(repo) if dest.is_relative_to(repo) else dest
+    label = _label(repo, dest)
     if (dest / "metrics.json").is_file():
         print(f"{label}: archived already")
         return True
@@ -106,13 +106,14 @@ def reevaluate(
     evaluation with undecided predictions (``predictions.csv`` + ``val_predictions.csv``,
     e.g. ``posthoc=none``'s), which serves rules that need no weights (a decision rule) on any
     machine."""
+    if (dest / "metrics.json").is_file():
+        print(f"{_label(repo, dest)}: archived already")
+        return True
     if (source / "checkpoints").is_dir():
         inputs = [f"run_dir={source}"]
     elif (source / "val_predictions.csv").is_file():
         inputs = [f"predictions={source}/predictions.csv"]
         inputs += [f"val_predictions={source}/val_predictions.csv"]
-    elif (dest / "metrics.json").is_file():
-        inputs = []  # archived already: run_and_archive skips it
     else:
         print(f"{dest.name}: needs a trained run's checkpoints or archived predictions in {source}")
         return False
@@ -128,3 +129,7 @@ def reevaluate(
         required=("metrics.json", "predictions.csv"),
         finish=finish,
     )
+
+
+def _label(repo: Path, dest: Path) -> Path:
+    return dest.relative_to(repo) if dest.is_relative_to(repo) else dest

@@ -120,9 +120,10 @@ class SplitOutputs:
                 f"metadata table has no row for {len(missing)} of {len(self.image_ids)} "
                 f"predicted image(s): {describe_ids(missing)}; give a table covering them all"
             )
-        columns = [c for c in (*METADATA_COLUMNS, source_column) if c and c in table.columns]
+        kept = dict.fromkeys(c for c in (*METADATA_COLUMNS, source_column) if c)
+        columns = [c for c in kept if c in table.columns]
         rows = table.assign(image_id=ids).set_index("image_id").loc[self.image_ids]
-        metadata = rows[[c for c in dict.fromkeys(columns) if c != "image_id"]].reset_index()
+        metadata = rows[columns].reset_index()
         return SplitOutputs(self.image_ids, self.logits, self.targets, metadata, source_column)
 
     def adjusted(self, adjustment: DecisionAdjustment, source: bool = False) -> SplitOutputs:

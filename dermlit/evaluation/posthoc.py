@@ -171,8 +171,9 @@ class ClassBias(DecisionAdjustment):
         return -shortfall, scores[self.objective]
 
     def _fit(self, logits, targets, class_counts) -> None:
+        start = floor_scores(logits, targets)
         for key in self.floors:
-            if np.isnan(floor_scores(logits, targets)[key]):
+            if np.isnan(start[key]):
                 raise ValueError(f"posthoc.floors: {key} is undefined on this validation split")
         bias = np.zeros(logits.shape[1])
         best = self._rank(logits + bias, targets)
