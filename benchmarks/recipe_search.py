@@ -85,6 +85,17 @@ CANDIDATES: dict[str, list[str]] = {
         "callbacks.ema.decay=0.998",
         "trainer.max_epochs=48",
     ],
+    # n1's budget (54 epochs at 64 px) spent on a snapshot ensemble: 3 cosine cycles of 18
+    # epochs (SGDR), a snapshot at each cycle's end; the run tests its best EMA epoch as every
+    # candidate does, and the ensemble of the 3 snapshots is re-evaluated (ENSEMBLES)
+    "n4_snapshots_3x18": [
+        *FAST,
+        *MACRO_F1_RULE,
+        "data.image_size=64",
+        "trainer.max_epochs=54",
+        "optim=adamw_restarts",
+        "callbacks=ema_snapshots",
+    ],
     # the chosen training (n1) on the source-shift benchmark (test = rosendahl, issue 19 item 4)
     "loso_rosendahl": [
         *FAST,

@@ -36,6 +36,12 @@ LIGHTNING_LAYOUT = {"ema": STATE_DICT, "raw": RAW_STATE}
 #: dermlit-train tested)
 WEIGHTS = ("default", "raw", "ema")
 
+#: file-name prefix of a snapshot ensemble's members: checkpoints/snapshot-epochNN.ckpt
+#: (``dermlit.callbacks.checkpoints.SnapshotCheckpoint``)
+SNAPSHOT_PREFIX = "snapshot-epoch"
+#: ``test_weights`` / ``dermlit-eval checkpoint=`` value for the ensemble of all snapshots
+SNAPSHOTS = "snapshots"
+
 #: state_dict entries that are not model weights: loss buffers built from class counts, and the
 #: augmentation pipelines that checkpoints written before they left the state_dict still hold
 NON_WEIGHT_PREFIXES = ("criterion.", "augment.")
@@ -151,6 +157,35 @@ def resolve_checkpoint(run_dir: Path, which: str) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     return path
+
+
+def snapshot_epoch(path: Path) -> int:
+    """The epoch in a snapshot's file name (``snapshot-epoch07.ckpt`` -> 7)."""
+    return int(path.stem.removeprefix(SNAPSHOT_PREFIX))
+
+
+def resolve_snapshots(run_dir: Path) -> list[Path]:
+    """The members of the run's snapshot ensemble, in epoch order (epoch 100 after 99)."""
+    ckpt_dir = run_dir / "checkpoints"
+    found = [
+        p
+        for p in ckpt_dir.glob(f"{SNAPSHOT_PREFIX}*.ckpt")
+        if p.stem[len(SNAPSHOT_PREFIX) :].isdigit()
+    ]
+    if not found:
+        raise FileNotFoundError(
+            f"no {SNAPSHOT_PREFIX}NN.ckpt in {ckpt_dir}: a snapshot ensemble is trained with "
+            "callbacks=ema_snapshots and a restarting LR schedule (optim=adamw_restarts)"
+        )
+    return sorted(found, key=snapshot_epoch)
+
+
+def resolve_checkpoints(run_dir: Path, which: str) -> list[Path]:
+    """The checkpoints whose predictions are averaged: every snapshot for ``snapshots``
+    (:data:`SNAPSHOTS`), else the one :func:`resolve_checkpoint` finds."""
+    if which == SNAPSHOTS:
+        return resolve_snapshots(run_dir)
+    return [resolve_checkpoint(run_dir, which)]
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:

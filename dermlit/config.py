@@ -32,6 +32,18 @@ def checkpoint_name(checkpoint: str) -> str:
     return Path(str(checkpoint)).stem
 
 
+def cycle_epochs(max_epochs: int, cycles: int) -> int:
+    """Epochs per LR cycle when ``max_epochs`` is split into ``cycles`` equal ones, refused when
+    it does not divide: the last cycle would be cut before its LR falls, and its snapshot lost."""
+    max_epochs, cycles = int(max_epochs), int(cycles)
+    if cycles < 1 or max_epochs % cycles:
+        raise ValueError(
+            f"trainer.max_epochs={max_epochs} is not {cycles} whole LR cycles: choose a multiple "
+            f"of {cycles}, or set optim.scheduler.T_0 (epochs per cycle) yourself"
+        )
+    return max_epochs // cycles
+
+
 def register_resolvers() -> None:
     from dermlit.loggers import wandb_group, wandb_name
     from dermlit.resume import wandb_run_id
@@ -46,6 +58,8 @@ def register_resolvers() -> None:
         "dermlit_root": lambda: str(CONF_DIR.parent),
         # e.g. LDAM's DRW start: ${dermlit_fraction_of:${trainer.max_epochs},0.8}
         "dermlit_fraction_of": lambda n, fraction: int(round(float(n) * float(fraction))),
+        # a restarting schedule's cycle: ${dermlit_cycle_epochs:${trainer.max_epochs},3}
+        "dermlit_cycle_epochs": cycle_epochs,
     }
     for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):

@@ -21,6 +21,8 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from dermlit.checkpoints import SNAPSHOT_PREFIX
+
 
 class LastCheckpoint(ModelCheckpoint):
     """``dirpath/last.ckpt`` at the end of every ``every_n_epochs``-th epoch."""
@@ -49,9 +51,42 @@ class LastCheckpoint(ModelCheckpoint):
         trainer.callbacks = [cb for cb in trainer.callbacks if cb is not self] + [self]
 
 
+class SnapshotCheckpoint(ModelCheckpoint):
+    """``dirpath/snapshot-epochNN.ckpt`` at the end of every ``every_n_epochs``-th epoch, all of
+    them kept: the members of a snapshot ensemble (Huang et al. 2017, "train 1, get M for free")
+    when ``every_n_epochs`` is the cycle of a restarting LR schedule
+    (``conf/optim/adamw_restarts.yaml``), each snapshot taken where the cycle's LR is lowest.
+
+    Lightning's ModelCheckpoint does the saving (every weight set of the run's layout, the EMA
+    included); this subclass fixes the file names that ``test_weights=snapshots`` and
+    ``dermlit-eval checkpoint=snapshots`` read (:func:`dermlit.checkpoints.resolve_snapshots`)
+    and is never taken for the run's monitored checkpoint."""
+
+    def __init__(self, dirpath: str | Path, every_n_epochs: int) -> None:
+        if int(every_n_epochs) < 1:
+            raise ValueError(
+                f"snapshot every_n_epochs must be >= 1 (the LR cycle in epochs), got "
+                f"{every_n_epochs}"
+            )
+        super().__init__(
+            dirpath=dirpath,
+            filename=SNAPSHOT_PREFIX + "{epoch:02d}",
+            monitor=None,
+            save_top_k=-1,
+            save_last=False,
+            every_n_epochs=int(every_n_epochs),
+            enable_version_counter=False,
+            auto_insert_metric_name=False,
+        )
+
+
 def monitored_checkpoint(trainer: L.Trainer) -> ModelCheckpoint | None:
     """The checkpoint callback that keeps the best epoch (``callbacks.model_checkpoint``)."""
-    found = [cb for cb in trainer.checkpoint_callbacks if not isinstance(cb, LastCheckpoint)]
+    found = [
+        cb
+        for cb in trainer.checkpoint_callbacks
+        if not isinstance(cb, LastCheckpoint | SnapshotCheckpoint)
+    ]
     return found[0] if found and isinstance(found[0], ModelCheckpoint) else None
 
 
