@@ -5,6 +5,7 @@ committed at once (a replaced machine loses outputs/).
 
     python benchmarks/recipe_search.py run n1_64px_54ep n2_96px_36ep   # resumable, in order
     python benchmarks/recipe_search.py eval n1_64px_54ep                # other decision rules
+    python benchmarks/recipe_search.py eval n4_snapshots_3x18 --weights snapshots snapshots_raw
     python benchmarks/recipe_search.py table                           # docs/recipes.md rows
 
 A candidate is an override list on ``dermlit-train``. The choice between candidates is made on
@@ -147,6 +148,14 @@ DECISIONS: dict[str, list[str]] = {
         f"recall_mel:{OLD_VAL_FLOORS['recall_mel']}}}",
     ],
 }
+#: the weights a candidate's decision rules are re-evaluated on: the tested checkpoint (the
+#: run's best epoch), or a snapshot ensemble's members (their EMA weights, or their raw weights,
+#: taken where each cycle's LR is lowest)
+WEIGHTS: dict[str, list[str]] = {
+    "best": [],
+    "snapshots": ["checkpoint=snapshots"],
+    "snapshots_raw": ["checkpoint=snapshots", "weights=raw"],
+}
 COLUMNS = ("macro_f1", "balanced_accuracy", "recall_mel", "ece")
 
 
@@ -172,23 +181,33 @@ def run_one(name: str) -> bool:
     )
 
 
-def eval_one(name: str, decision: str) -> bool:
-    """Candidate ``name`` with another decision rule, into
-    ``docs/results/recipe_search/<name>/decision_<decision>/``: ``no_bias`` from the tested
-    checkpoint (in outputs/), every other rule from the archived ``no_bias`` predictions (a
-    decision rule needs no weights, and the archive outlives the machine)."""
+def decision_dir(name: str, decision: str, weights: str = "best") -> Path:
+    """``<candidate>/decision_<rule>`` for the tested checkpoint, else
+    ``<candidate>/<weights>/decision_<rule>``."""
+    base = RESULTS / name if weights == "best" else RESULTS / name / weights
+    return base / f"decision_{decision}"
+
+
+def eval_one(name: str, decision: str, weights: str = "best") -> bool:
+    """Candidate ``name`` with another decision rule (on other ``weights``: :data:`WEIGHTS`), into
+    :func:`decision_dir`: ``no_bias`` from the checkpoint(s) (in outputs/), every other rule from
+    the archived ``no_bias`` predictions (a decision rule needs no weights, and the archive
+    outlives the machine)."""
     from_archive = decision != "no_bias"
-    source = RESULTS / name / "decision_no_bias" if from_archive else RUNS / name
+    source = decision_dir(name, "no_bias", weights) if from_archive else RUNS / name
     archived = from_archive and (source / "val_predictions.csv").is_file()
     metadata = source_metadata(name) if archived else []
+    checkpoint = [] if from_archive else WEIGHTS[weights]
+    suffix = "" if weights == "best" else f".{weights}"
     return study_runs.reevaluate(
         REPO,
         source,
-        [*metadata, *DECISIONS[decision]],
-        out_dir=RUNS / f"{name}.eval" / decision,
-        dest=RESULTS / name / f"decision_{decision}",
-        log_path=RUNS / f"{name}.{decision}.log",
-        message=f"Recipe search: {name} re-evaluated with {decision}",
+        [*metadata, *checkpoint, *DECISIONS[decision]],
+        out_dir=RUNS / f"{name}.eval{suffix}" / decision,
+        dest=decision_dir(name, decision, weights),
+        log_path=RUNS / f"{name}{suffix}.{decision}.log",
+        message=f"Recipe search: {name} re-evaluated with {decision}"
+        + ("" if weights == "best" else f" on the {weights} weights"),
     )
 
 
@@ -214,17 +233,19 @@ def with_ci(metrics: dict, key: str) -> str:
     return f"{fmt(metrics.get(key))} {ci_label(metrics, key)}".strip()
 
 
-def row(name: str, decision: str | None = None) -> str | None:
-    """The candidate's table row; with ``decision``, the row of its re-evaluation."""
+def row(name: str, decision: str | None = None, weights: str = "best") -> str | None:
+    """The candidate's table row; with ``decision``, the row of its re-evaluation (on
+    ``weights``)."""
     run = RESULTS / name
-    dest = run / f"decision_{decision}" if decision else run
+    dest = decision_dir(name, decision, weights) if decision else run
     if not (dest / "metrics.json").is_file():
         return None
     metrics = json.loads((dest / "metrics.json").read_text())
     wall = json.loads((run / "time.json").read_text())["wall_s"] / 60
     epochs = re.search(r"max_epochs=(\d+)", " ".join(CANDIDATES[name]))
-    overrides = DECISIONS[decision] if decision else CANDIDATES[name]
-    label = f"`{name}` + {decision}" if decision else f"`{name}`"
+    overrides = [*WEIGHTS[weights], *DECISIONS[decision]] if decision else CANDIDATES[name]
+    on = "" if weights == "best" else f" {weights} +"
+    label = f"`{name}` +{on} {decision}" if decision else f"`{name}`"
     cells = [label, " ".join(f"`{o}`" for o in overrides)]
     cells += [best_epoch_val(run), fmt(metrics.get("val/macro_f1"))]
     cells += [fmt(metrics.get(f"val/{c}")) for c in ("balanced_accuracy", "recall_mel")]
@@ -240,7 +261,8 @@ def table() -> str:
         "| test macro-F1 | test balanced accuracy | test melanoma recall | test ECE | wall time "
         "| epochs |\n" + "| --- " * 12 + "|"
     )
-    rows = (row(n, d) for n in CANDIDATES for d in (None, *DECISIONS))
+    rows = [row(n, d) for n in CANDIDATES for d in (None, *DECISIONS)]
+    rows += [row(n, d, w) for n in CANDIDATES for w in list(WEIGHTS)[1:] for d in DECISIONS]
     return "\n".join([head, *filter(None, rows)])
 
 
@@ -252,13 +274,19 @@ def main(argv: list[str] | None = None) -> int:
     evaluate = sub.add_parser("eval", help="re-evaluate candidates with other decision rules")
     evaluate.add_argument("names", nargs="+", choices=sorted(CANDIDATES))
     evaluate.add_argument("--decisions", nargs="+", choices=sorted(DECISIONS), default=DECISIONS)
+    evaluate.add_argument("--weights", nargs="+", choices=sorted(WEIGHTS), default=["best"])
     sub.add_parser("table")
     args = parser.parse_args(argv)
     if args.command == "table":
         print(table())
         return 0
     if args.command == "eval":
-        done = [eval_one(n, d) for n in args.names for d in args.decisions]
+        done = [
+            eval_one(n, d, w)
+            for n in args.names
+            for w in args.weights
+            for d in sorted(args.decisions, key=lambda d: d != "no_bias")  # its archive first
+        ]
         return 0 if all(done) else 1
     return 0 if all([run_one(name) for name in args.names]) else 1
 

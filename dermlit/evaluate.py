@@ -9,6 +9,7 @@ predictions.csv and report/ (the same writer ``dermlit-train`` uses for its test
     dermlit-eval predictions=RUN/predictions.csv val_predictions=RUN/val_predictions.csv \
         evaluation/cost=uniform
     dermlit-eval run_dir=RUN tta=dihedral posthoc=logit_adjust   # try TTA / a decision rule
+    dermlit-eval run_dir=RUN checkpoint=snapshots split=val      # the snapshot ensemble
 """
 
 from __future__ import annotations
@@ -22,13 +23,19 @@ import pandas as pd
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from dermlit.checkpoints import CheckpointError, load_model_weights, resolve_checkpoint
+from dermlit.checkpoints import (
+    SNAPSHOTS,
+    CheckpointError,
+    load_model_weights,
+    resolve_checkpoints,
+)
 from dermlit.config import CONF_DIR, checkpoint_name, register_resolvers
 from dermlit.constants import CLASSES
 from dermlit.errors import InputError
 from dermlit.eval_overrides import EVAL_DATA_KEYS
 from dermlit.evaluation.settings import EvalSettings
 from dermlit.explain.review import ErrorExplainer, split_explainer
+from dermlit.models.ensemble import snapshot_ensemble
 from dermlit.models.from_run import model_for_checkpoint
 from dermlit.rundir import (
     Evaluation,
@@ -94,6 +101,20 @@ def train_class_counts(splits_csv: Path) -> list[int] | None:
     return [int(counts.get(c, 0)) for c in CLASSES]
 
 
+def checkpoint_model(
+    train_cfg: DictConfig, run_dir: Path, checkpoint: str, weights: str
+) -> tuple[L.LightningModule, str]:
+    """The run's model with the ``weights`` of ``checkpoint`` (best, last, a path, or
+    ``snapshots``: the ensemble of every snapshot) and a name for them."""
+    model = model_for_checkpoint(train_cfg.model)
+    paths = resolve_checkpoints(run_dir, checkpoint)
+    if checkpoint == SNAPSHOTS:
+        label = f"the ensemble of {len(paths)} snapshots ({', '.join(p.name for p in paths)})"
+        return snapshot_ensemble(model, paths, weights), label
+    load_model_weights(model, paths[0], weights)
+    return model, paths[0].name
+
+
 def predict_from_checkpoint(
     cfg: DictConfig, settings: EvalSettings
 ) -> tuple[SplitOutputs, SplitOutputs | None, str, pd.DataFrame, ErrorExplainer, int | None]:
@@ -105,9 +126,7 @@ def predict_from_checkpoint(
     train_cfg = run_config(run_dir)
     if cfg.get("tta") is not None:  # e.g. dermlit-eval run_dir=RUN tta=dihedral
         train_cfg.model.tta = cfg.tta
-    model = model_for_checkpoint(train_cfg.model)
-    ckpt = resolve_checkpoint(run_dir, str(cfg.checkpoint))
-    load_model_weights(model, ckpt, str(cfg.weights))
+    model, ckpt_label = checkpoint_model(train_cfg, run_dir, str(cfg.checkpoint), str(cfg.weights))
     trainer = L.Trainer(
         accelerator=cfg.accelerator,
         devices=1,
@@ -138,7 +157,7 @@ def predict_from_checkpoint(
         model, adabn_images = adapted_for_test(model, data, cfg.split, device)
     outputs = predict_split(trainer, model, data, cfg.split)
     weights = "" if cfg.weights == "default" else f", {cfg.weights} weights"
-    description = f"{ckpt.name}{weights} on {data.source!r} ({cfg.split})"
+    description = f"{ckpt_label}{weights} on {data.source!r} ({cfg.split})"
     explainer = split_explainer(model, data, cfg.split)
     return outputs, val, description, data.skipped, explainer, adabn_images
 

@@ -15,11 +15,14 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from dermlit.callbacks.checkpoints import last_checkpoint_path, monitored_checkpoint
+from dermlit.checkpoints import SNAPSHOTS, resolve_snapshots
 from dermlit.config import CONF_DIR, register_resolvers
 from dermlit.distributed import distributed_job
+from dermlit.errors import InputError
 from dermlit.evaluation.report import log_report_to_loggers
 from dermlit.explain.review import split_explainer
 from dermlit.loggers import close_loggers, log_flat_config
+from dermlit.models.ensemble import snapshot_ensemble
 from dermlit.resume import requeued_checkpoint, resumable
 from dermlit.rundir import (
     SUMMARY_METRICS,
@@ -33,6 +36,8 @@ from dermlit.tuning import OBJECTIVE, best_validation_score
 
 log = logging.getLogger(__name__)
 register_resolvers()
+#: ``test_weights``: the best epoch by the monitor, the last epoch, or the snapshot ensemble
+TEST_WEIGHTS = ("best", "last", SNAPSHOTS)
 # DermClassifier owns on_after_batch_transfer on purpose (augment + normalise on the device)
 warnings.filterwarnings("ignore", message=r".*overridden `on_after_batch_transfer` in `Lightning")
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
@@ -45,14 +50,30 @@ def instantiate_dict(cfg: DictConfig | None) -> list:
 
 def test_checkpoint(cfg: DictConfig, trainer: L.Trainer) -> str | None:
     """The weights to test: the best or last checkpoint, or the in-memory ones without any."""
-    if cfg.test_weights not in ("best", "last"):
-        raise ValueError(f"test_weights must be 'best' or 'last', got {cfg.test_weights!r}")
+    if cfg.test_weights not in TEST_WEIGHTS:
+        raise ValueError(f"test_weights must be one of {TEST_WEIGHTS}, got {cfg.test_weights!r}")
     if trainer.fast_dev_run:
         return None
     if cfg.test_weights == "last":
         return last_checkpoint_path(trainer)
     callback = monitored_checkpoint(trainer)
     return (callback.best_model_path or None) if callback is not None else None
+
+
+def tested_model(
+    cfg: DictConfig, trainer: L.Trainer, model: L.LightningModule, run_dir: Path
+) -> tuple[L.LightningModule, str | None]:
+    """The model to test and the checkpoint to load into it: ``model`` with the best or last
+    checkpoint, or for ``test_weights=snapshots`` the ensemble of the run's snapshots (already
+    loaded: dermlit/models/ensemble.py)."""
+    if cfg.test_weights != SNAPSHOTS or trainer.fast_dev_run:
+        return model, test_checkpoint(cfg, trainer)
+    try:
+        paths = resolve_snapshots(run_dir)
+    except FileNotFoundError as err:
+        raise InputError(f"test_weights=snapshots: {err}") from None
+    log.info("Testing the ensemble of %d snapshots: %s", len(paths), [p.name for p in paths])
+    return snapshot_ensemble(model, paths), None
 
 
 def is_rank_zero() -> bool:
@@ -99,16 +120,16 @@ def fit_and_test(
     outcome = "failed"
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-        weights = test_checkpoint(cfg, trainer)
+        tested, weights = tested_model(cfg, trainer, model, run_dir)
         # one route for every split (dermlit-eval and dermlit predict share it)
-        test = predict_split(trainer, model, datamodule, "test", weights)
+        test = predict_split(trainer, tested, datamodule, "test", weights)
         # validation logits of the same weights: the temperature for calibration is fitted there
-        val = predict_split(trainer, model, datamodule, "val", weights)
+        val = predict_split(trainer, tested, datamodule, "val", weights)
         settings = instantiate(cfg.evaluation)
-        adabn_images, tested = None, model
+        adabn_images = None
         if settings.adabn:  # the tested weights are loaded now; a copy adapts to the test images
             device = trainer.strategy.root_device
-            tested, adabn_images = adapted_for_test(model, datamodule, "test", device)
+            tested, adabn_images = adapted_for_test(tested, datamodule, "test", device)
             test = predict_split(trainer, tested, datamodule, "test")
         metrics: dict[str, float] = {}
         if trainer.is_global_zero:

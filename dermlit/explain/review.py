@@ -18,6 +18,7 @@ import numpy as np
 from torch import nn
 
 from dermlit.constants import CLASSES
+from dermlit.models.ensemble import SnapshotEnsemble
 
 log = logging.getLogger(__name__)
 #: the Grad-CAM layer is the last feature stage with at least this many cells per side
@@ -54,6 +55,18 @@ def cam_layer(backbone: nn.Module, image_size: int, min_cells: int = MIN_CAM_CEL
         return None
     fitting = [f for f in stages if image_size // int(f["reduction"]) >= min_cells]
     return str((fitting or stages[:1])[-1]["module"])
+
+
+def cam_layers(backbone: nn.Module, image_size: int) -> list[str] | None:
+    """:func:`cam_layer` of the backbone, or of every member of a snapshot ensemble (one map
+    over all of them: pytorch-grad-cam averages the layers' maps), or None (the last Conv2d)."""
+    if isinstance(backbone, SnapshotEnsemble):
+        names = [cam_layer(m, image_size) for m in backbone.members]
+        if any(n is None for n in names):
+            return None
+        return [f"members.{i}.{n}" for i, n in enumerate(names)]
+    name = cam_layer(backbone, image_size)
+    return None if name is None else [name]
 
 
 def select_errors(
@@ -116,10 +129,10 @@ class ErrorExplainer:
         # a float32 CPU copy: the trained module may be double (64-true), half, on a GPU or
         # channels_last, and the run's own module is left untouched
         backbone = copy.deepcopy(self.backbone).float().cpu()
-        name = cam_layer(backbone, pixels.shape[1])
-        layer = None if name is None else backbone.get_submodule(name)
+        names = cam_layers(backbone, pixels.shape[1])
+        layers = None if names is None else [backbone.get_submodule(n) for n in names]
         try:
-            maps = grad_cam(backbone, pixels, self.mean, self.std, pred.tolist(), layer)
+            maps = grad_cam(backbone, pixels, self.mean, self.std, pred.tolist(), layers)
         except Exception as err:  # an optional gallery never costs the run its evaluation
             log.warning("no Grad-CAM gallery: %s: %s", type(err).__name__, err, exc_info=True)
             return None
@@ -131,7 +144,7 @@ class ErrorExplainer:
             predicted=[CLASSES[int(c)] for c in pred],
             probs=p,
             kinds=[k for _, k in chosen],
-            layer=name or "last Conv2d",
+            layer=", ".join(names) if names else "last Conv2d",
         )
 
 

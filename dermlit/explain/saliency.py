@@ -54,7 +54,7 @@ def grad_cam(
     mean: Sequence[float],
     std: Sequence[float],
     classes: Sequence[int] | None = None,
-    layer: nn.Module | None = None,
+    layer: nn.Module | Sequence[nn.Module] | None = None,
     method: Callable[..., BaseCAM] = GradCAM,
     reshape_transform: Callable | None = None,
     batch_size: int = 16,
@@ -62,7 +62,8 @@ def grad_cam(
     """Heat maps (N, H, W) in [0, 1] for uint8 RGB ``images`` (N, H, W, 3).
 
     ``classes``: the class explained per image (default: the backbone's argmax). ``method``:
-    any pytorch-grad-cam CAM class; ``reshape_transform``: for token models (ViT), see
+    any pytorch-grad-cam CAM class; ``layer``: the target layer, or several (their maps are
+    averaged: an ensemble's members); ``reshape_transform``: for token models (ViT), see
     pytorch-grad-cam's docs. The backbone is put in eval mode (BatchNorm statistics unchanged).
     """
     x_all = np.asarray(images)
@@ -73,7 +74,13 @@ def grad_cam(
     backbone.eval()
     cam = method(
         model=backbone,
-        target_layers=[layer if layer is not None else target_layer(backbone)],
+        target_layers=(
+            [target_layer(backbone)]
+            if layer is None
+            else [layer]
+            if isinstance(layer, nn.Module)
+            else list(layer)
+        ),
         reshape_transform=reshape_transform,
     )
     out = []

@@ -1,4 +1,5 @@
-"""The run's TESTED weights (``test_weights``: best or last) in a :class:`DeployableClassifier`."""
+"""The run's TESTED weights (``test_weights``: best, last or the snapshot ensemble) in a
+:class:`DeployableClassifier`."""
 
 from __future__ import annotations
 
@@ -9,19 +10,21 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
-from dermlit.checkpoints import CheckpointError, load_model_weights, resolve_checkpoint
+from dermlit.checkpoints import SNAPSHOTS, CheckpointError, load_model_weights, resolve_checkpoints
 from dermlit.errors import InputError
 from dermlit.export.deployable import DeployableClassifier
 from dermlit.inference.run import RunDecisions
+from dermlit.models.ensemble import snapshot_ensemble
 from dermlit.models.from_run import model_for_checkpoint
 
 
-def tested_checkpoint(decisions: RunDecisions) -> Path:
-    """The checkpoint ``dermlit-train`` tested: ``test_weights`` of the run's config."""
+def tested_checkpoints(decisions: RunDecisions) -> list[Path]:
+    """The checkpoint(s) ``dermlit-train`` tested: ``test_weights`` of the run's config (every
+    snapshot for ``snapshots``)."""
     run_dir = decisions.run_dir
     which = str(decisions.config.get("test_weights", "best"))
     try:
-        return resolve_checkpoint(run_dir, which)
+        return resolve_checkpoints(run_dir, which)
     except (FileNotFoundError, CheckpointError) as err:
         raise InputError(
             f"{run_dir} has no usable checkpoint for its test_weights={which} ({err}); a run "
@@ -37,11 +40,15 @@ def run_colour_constancy(config: DictConfig) -> nn.Module | None:
 
 
 def deployable_model(decisions: RunDecisions, device: str = "cpu") -> DeployableClassifier:
-    """The run's model with its tested weights, TTA, post-hoc bias and temperature."""
+    """The run's model with its tested weights (a snapshot ensemble's as one backbone), TTA,
+    post-hoc bias and temperature."""
     model = model_for_checkpoint(decisions.config.model)
-    path = tested_checkpoint(decisions)
+    paths = tested_checkpoints(decisions)
     try:
-        load_model_weights(model, path)
+        if str(decisions.config.get("test_weights")) == SNAPSHOTS:
+            model = snapshot_ensemble(model, paths)
+        else:
+            load_model_weights(model, paths[0])
     except ValueError as err:
         raise InputError(str(err)) from None
     deployable = DeployableClassifier.from_classifier(

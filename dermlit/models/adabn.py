@@ -13,13 +13,12 @@ are untouched. Opt-in: ``evaluation.adabn=true`` (dermlit-eval, end of dermlit-t
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
 from dermlit.errors import InputError
+from dermlit.models.copies import detached_copy
 
 BatchNorm = nn.modules.batchnorm._BatchNorm
 
@@ -42,11 +41,7 @@ def adapt_batchnorm(
             f"({type(getattr(model, 'backbone', model)).__name__}) has no BatchNorm layer: "
             "switch it off (evaluation.adabn=false)"
         )
-    trainer, model._trainer = getattr(model, "_trainer", None), None  # not copied with it
-    try:
-        adapted = copy.deepcopy(model).to(device)
-    finally:
-        model._trainer = trainer
+    adapted = detached_copy(model).to(device)
     for bn in batchnorm_layers(adapted):
         bn.reset_running_stats()
         bn.momentum = None  # cumulative moving average over the target batches

@@ -27,6 +27,13 @@ VIEWS: dict[str, Callable[[Tensor], Tensor]] = {
 }
 
 
+def mean_probability_logits(logits: Sequence[Tensor]) -> Tensor:
+    """The mean of the softmax probabilities of several logit tensors (views, ensemble members)
+    as log-probabilities, in float32 (``softmax(log p) = p``; clamped so that log stays finite)."""
+    probs = torch.stack([z.float().softmax(dim=1) for z in logits]).mean(0)
+    return probs.clamp_min(torch.finfo(probs.dtype).tiny).log()
+
+
 class TestTimeAugmentation(nn.Module):
     """Average a classifier's predictions over ``views`` (names of :data:`VIEWS`).
 
@@ -50,10 +57,7 @@ class TestTimeAugmentation(nn.Module):
         needs_square = [v for v in self.views if v not in ("identity", "hflip", "vflip", "rot180")]
         if needs_square and not square:
             raise ValueError(f"TTA views {needs_square} need square images, got {tuple(x.shape)}")
-        probs = torch.stack(
-            [classify(VIEWS[v](x)).float().softmax(dim=1) for v in self.views]
-        ).mean(0)
-        return probs.clamp_min(torch.finfo(probs.dtype).tiny).log()
+        return mean_probability_logits([classify(VIEWS[v](x)) for v in self.views])
 
     def extra_repr(self) -> str:
         return f"views={self.views}"
