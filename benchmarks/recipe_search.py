@@ -97,6 +97,17 @@ CANDIDATES: dict[str, list[str]] = {
         "optim=adamw_restarts",
         "callbacks=ema_snapshots",
     ],
+    # n4 again with another training seed (same split): decides between n1 and n4 on two seeds'
+    # validation (docs/recipes.md section 9)
+    "n4_seed1_snapshots_3x18": [
+        *FAST,
+        *MACRO_F1_RULE,
+        "data.image_size=64",
+        "trainer.max_epochs=54",
+        "optim=adamw_restarts",
+        "callbacks=ema_snapshots",
+        "seed=1",
+    ],
     # the chosen training (n1) on the source-shift benchmark (test = rosendahl, issue 19 item 4)
     "loso_rosendahl": [
         *FAST,
