@@ -23,19 +23,14 @@ import pandas as pd
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from dermlit.checkpoints import (
-    SNAPSHOTS,
-    CheckpointError,
-    load_model_weights,
-    resolve_checkpoints,
-)
+from dermlit.checkpoints import SNAPSHOTS, CheckpointError
 from dermlit.config import CONF_DIR, checkpoint_name, register_resolvers
 from dermlit.constants import CLASSES
 from dermlit.errors import InputError
 from dermlit.eval_overrides import EVAL_DATA_KEYS
 from dermlit.evaluation.settings import EvalSettings
 from dermlit.explain.review import ErrorExplainer, split_explainer
-from dermlit.models.ensemble import snapshot_ensemble
+from dermlit.models.ensemble import with_checkpoint_weights
 from dermlit.models.from_run import model_for_checkpoint
 from dermlit.rundir import (
     Evaluation,
@@ -107,11 +102,9 @@ def checkpoint_model(
     """The run's model with the ``weights`` of ``checkpoint`` (best, last, a path, or
     ``snapshots``: the ensemble of every snapshot) and a name for them."""
     model = model_for_checkpoint(train_cfg.model)
-    paths = resolve_checkpoints(run_dir, checkpoint)
+    model, paths = with_checkpoint_weights(model, run_dir, checkpoint, weights)
     if checkpoint == SNAPSHOTS:
-        label = f"the ensemble of {len(paths)} snapshots ({', '.join(p.name for p in paths)})"
-        return snapshot_ensemble(model, paths, weights), label
-    load_model_weights(model, paths[0], weights)
+        return model, f"the ensemble of {len(paths)} snapshots ({', '.join(p.name for p in paths)})"
     return model, paths[0].name
 
 

@@ -124,6 +124,17 @@ def test_dermlit_eval_reproduces_the_ensembles_test(snapshot_run, eval_in_proces
     _, single_probs, _ = read_predictions(tmp_path / "single" / "predictions.csv")
     assert np.abs(single_probs - run_probs).max() > 1e-3
     assert "snapshot" in (out / "report" / "report.md").read_text()
+    # AdaBN adapts every member's BatchNorm statistics to the test images
+    adapted = eval_in_process(
+        f"run_dir={run_dir}",
+        "checkpoint=snapshots",
+        "evaluation.adabn=true",
+        "bootstrap_resamples=50",
+        f"output_dir={tmp_path / 'adabn'}",
+    )
+    assert adapted.metrics["test/adabn_images"] == len(run_probs)
+    _, adapted_probs, _ = read_predictions(tmp_path / "adabn" / "predictions.csv")
+    assert np.abs(adapted_probs - run_probs).max() > 1e-4
 
 
 def test_the_deployable_model_and_its_onnx_file_are_the_ensemble(snapshot_run, tmp_path) -> None:

@@ -3,33 +3,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
-from dermlit.checkpoints import SNAPSHOTS, CheckpointError, load_model_weights, resolve_checkpoints
+from dermlit.checkpoints import CheckpointError
 from dermlit.errors import InputError
 from dermlit.export.deployable import DeployableClassifier
 from dermlit.inference.run import RunDecisions
-from dermlit.models.ensemble import snapshot_ensemble
+from dermlit.models.ensemble import with_checkpoint_weights
 from dermlit.models.from_run import model_for_checkpoint
-
-
-def tested_checkpoints(decisions: RunDecisions) -> list[Path]:
-    """The checkpoint(s) ``dermlit-train`` tested: ``test_weights`` of the run's config (every
-    snapshot for ``snapshots``)."""
-    run_dir = decisions.run_dir
-    which = str(decisions.config.get("test_weights", "best"))
-    try:
-        return resolve_checkpoints(run_dir, which)
-    except (FileNotFoundError, CheckpointError) as err:
-        raise InputError(
-            f"{run_dir} has no usable checkpoint for its test_weights={which} ({err}); a run "
-            "trained with debug=fdr keeps none: train it without fast_dev_run"
-        ) from None
 
 
 def run_colour_constancy(config: DictConfig) -> nn.Module | None:
@@ -42,13 +26,17 @@ def run_colour_constancy(config: DictConfig) -> nn.Module | None:
 def deployable_model(decisions: RunDecisions, device: str = "cpu") -> DeployableClassifier:
     """The run's model with its tested weights (a snapshot ensemble's as one backbone), TTA,
     post-hoc bias and temperature."""
-    model = model_for_checkpoint(decisions.config.model)
-    paths = tested_checkpoints(decisions)
+    run_dir = decisions.run_dir
+    which = str(decisions.config.get("test_weights", "best"))  # what dermlit-train tested
     try:
-        if str(decisions.config.get("test_weights")) == SNAPSHOTS:
-            model = snapshot_ensemble(model, paths)
-        else:
-            load_model_weights(model, paths[0])
+        model, _ = with_checkpoint_weights(
+            model_for_checkpoint(decisions.config.model), run_dir, which
+        )
+    except (FileNotFoundError, CheckpointError) as err:
+        raise InputError(
+            f"{run_dir} has no usable checkpoint for its test_weights={which} ({err}); a run "
+            "trained with debug=fdr keeps none: train it without fast_dev_run"
+        ) from None
     except ValueError as err:
         raise InputError(str(err)) from None
     deployable = DeployableClassifier.from_classifier(

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from torch import Tensor, nn
 
-from dermlit.checkpoints import load_model_weights
+from dermlit.checkpoints import SNAPSHOTS, load_model_weights, resolve_checkpoints
 from dermlit.models.copies import detached_copy
 from dermlit.models.tta import mean_probability_logits
 
@@ -47,3 +47,14 @@ def snapshot_ensemble(model: nn.Module, paths: Sequence[Path], weights: str = "d
         load_model_weights(member, Path(path), weights)
         members.append(member.backbone)
     return detached_copy(model, backbone=SnapshotEnsemble(members))
+
+
+def with_checkpoint_weights(model, run_dir: Path, which: str, weights: str = "default"):
+    """``model`` with the ``weights`` of the run's checkpoint ``which`` (best, last, a path) loaded,
+    or for ``snapshots`` a copy that is the ensemble of every snapshot; and the files read. The
+    one way a run's weights are rebuilt outside its training (dermlit-eval, predict, export)."""
+    paths = resolve_checkpoints(Path(run_dir), which)
+    if which == SNAPSHOTS:
+        return snapshot_ensemble(model, paths, weights), paths
+    load_model_weights(model, paths[0], weights)
+    return model, paths
