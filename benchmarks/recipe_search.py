@@ -37,6 +37,8 @@ RUNS = REPO / "outputs" / "recipe_search"
 #: every candidate spells out what it changes, so that the list stays true when the recipe file
 #: becomes the chosen candidate
 FAST = ["experiment=ham10000_cpu_best", "trainer=cpu_fast"]
+#: the single cosine of the candidates before the recipe took the restarting one (section 9)
+ONE_COSINE = "optim=adamw"
 #: the decision rule every candidate ran with: the class bias on validation macro-F1 alone (the
 #: recipe file's floors came after; the other rules are DECISIONS, re-evaluated)
 MACRO_F1_RULE = ["posthoc.objective=macro_f1", "posthoc.floors=null"]
@@ -47,6 +49,7 @@ CANDIDATES: dict[str, list[str]] = {
         "experiment=ham10000_cpu_best",
         *MACRO_F1_RULE,
         "trainer=cpu",
+        ONE_COSINE,
         "data.image_size=64",
         "trainer.max_epochs=32",
     ],
@@ -54,6 +57,7 @@ CANDIDATES: dict[str, list[str]] = {
     "n1_64px_54ep": [
         *FAST,
         *MACRO_F1_RULE,
+        ONE_COSINE,
         "data.image_size=64",
         "trainer.max_epochs=54",
     ],
@@ -61,6 +65,7 @@ CANDIDATES: dict[str, list[str]] = {
     "n1_seed1_64px_54ep": [
         *FAST,
         *MACRO_F1_RULE,
+        ONE_COSINE,
         "data.image_size=64",
         "trainer.max_epochs=54",
         "seed=1",
@@ -69,6 +74,7 @@ CANDIDATES: dict[str, list[str]] = {
     "n2_96px_36ep": [
         *FAST,
         *MACRO_F1_RULE,
+        ONE_COSINE,
         "data.image_size=96",
         "trainer.max_epochs=36",
     ],
@@ -80,6 +86,7 @@ CANDIDATES: dict[str, list[str]] = {
     "n3_80px_b128_48ep": [
         *FAST,
         *MACRO_F1_RULE,
+        ONE_COSINE,
         "data.image_size=80",
         "data.batch_size=128",
         "optim.optimizer.lr=1.41e-3",
@@ -112,6 +119,7 @@ CANDIDATES: dict[str, list[str]] = {
     "loso_rosendahl": [
         *FAST,
         *MACRO_F1_RULE,
+        ONE_COSINE,
         "data.image_size=64",
         "trainer.max_epochs=54",
         "data/split=by_source",
@@ -127,6 +135,7 @@ CANDIDATES: dict[str, list[str]] = {
     "loso_vidir_modern": [
         *FAST,
         *MACRO_F1_RULE,
+        ONE_COSINE,
         "data.image_size=64",
         "trainer.max_epochs=54",
         "data/split=by_source",

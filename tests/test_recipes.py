@@ -57,6 +57,9 @@ def test_cpu_best_is_the_recipe_its_comment_describes() -> None:
     assert (cfg.loss.scheme, cfg.loss.beta) == ("effective_number", 0.999)
     assert cfg.callbacks.ema.export == "ema" and cfg.trainer.max_epochs == 54
     assert cfg.trainer.precision == "bf16-mixed"  # trainer=cpu_fast (issue 17)
+    # docs/recipes.md section 9: three cosine cycles of 18 epochs, the best EMA epoch tested
+    assert cfg.optim.scheduler._target_.endswith("CosineAnnealingWarmRestarts")
+    assert cfg.optim.scheduler.T_0 == 18 and cfg.test_weights == "best"
 
 
 def test_gpu_recipe_is_full_resolution_sam_ema_bf16() -> None:
