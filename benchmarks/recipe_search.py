@@ -125,6 +125,15 @@ CANDIDATES: dict[str, list[str]] = {
         "data/split=by_source",
         "data.split.test_sources=[rosendahl]",
     ],
+    # the recipe since section 9 (the restarting cosine) on the same benchmark
+    "loso_rosendahl_restarts": [
+        *FAST,
+        *MACRO_F1_RULE,
+        "data.image_size=64",
+        "trainer.max_epochs=54",
+        "data/split=by_source",
+        "data.split.test_sources=[rosendahl]",
+    ],
     # the 15-minute baseline recipe on the same benchmark (issue 19 item 4)
     "loso_rosendahl_ham10000_cpu": [
         "experiment=ham10000_cpu",
