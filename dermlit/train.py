@@ -14,7 +14,11 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from dermlit.callbacks.checkpoints import last_checkpoint_path, monitored_checkpoint
+from dermlit.callbacks.checkpoints import (
+    SnapshotCheckpoint,
+    last_checkpoint_path,
+    monitored_checkpoint,
+)
 from dermlit.checkpoints import SNAPSHOTS, resolve_snapshots
 from dermlit.config import CONF_DIR, register_resolvers
 from dermlit.distributed import distributed_job
@@ -115,6 +119,13 @@ def fit_and_test(
     model = instantiate(cfg.model)
     loggers = instantiate_dict(cfg.get("logger"))
     callbacks = [*instantiate_dict(cfg.get("callbacks")), status.callback()]
+    if cfg.test_weights == SNAPSHOTS and not any(
+        isinstance(c, SnapshotCheckpoint) for c in callbacks
+    ):  # refused before the fit, not after it
+        raise InputError(
+            "test_weights=snapshots tests the snapshots of a restarting LR schedule, but no "
+            "callback keeps them: add callbacks=ema_snapshots optim=adamw_restarts"
+        )
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
     log_flat_config(loggers, cfg)
     outcome = "failed"

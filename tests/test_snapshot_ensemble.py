@@ -216,3 +216,14 @@ def test_unknown_test_weights_are_refused_by_name() -> None:
     cfg = OmegaConf.create({"test_weights": "average"})
     with pytest.raises(ValueError, match=r"test_weights must be one of .*snapshots.*'average'"):
         test_checkpoint(cfg, trainer=None)
+
+
+def test_snapshots_without_the_callback_are_refused_before_training(
+    tmp_path: Path, train_in_process
+) -> None:
+    from dermlit.errors import InputError
+
+    run_dir = tmp_path / "run"
+    with pytest.raises(InputError, match="add callbacks=ema_snapshots"):
+        train_in_process(run_dir, *TINY_RUN, "test_weights=snapshots")
+    assert not (run_dir / "checkpoints").exists()  # nothing was trained
