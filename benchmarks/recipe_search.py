@@ -150,6 +150,15 @@ CANDIDATES: dict[str, list[str]] = {
         "data/split=by_source",
         "data.split.test_sources=[vidir_modern]",
     ],
+    # the recipe since section 9 (the restarting cosine) on the same benchmark
+    "loso_vidir_modern_restarts": [
+        *FAST,
+        *MACRO_F1_RULE,
+        "data.image_size=64",
+        "trainer.max_epochs=54",
+        "data/split=by_source",
+        "data.split.test_sources=[vidir_modern]",
+    ],
     "loso_vidir_modern_ham10000_cpu": [
         "experiment=ham10000_cpu",
         "data/split=by_source",
