@@ -115,6 +115,28 @@ CANDIDATES: dict[str, list[str]] = {
         "callbacks=ema_snapshots",
         "seed=1",
     ],
+    # progressive resizing (docs/recipes.md section 10): one LR cycle per size, 48 -> 64 -> 80 px,
+    # 17 epochs each; sized to n4's compute (an 80 px epoch ~1.46x a 64 px one on the EPYC,
+    # section 8; a 48 px one ~0.6x), validation and test at 80 px
+    "n5_progressive_48_64_80_51ep": [
+        *FAST,
+        *MACRO_F1_RULE,
+        "data.image_size=80",
+        "trainer.max_epochs=51",
+        "optim=adamw_restarts",
+        "resize=progressive",
+        "callbacks.progressive_resize.sizes=[48,64,80]",
+    ],
+    "n5_seed1_progressive_48_64_80_51ep": [
+        *FAST,
+        *MACRO_F1_RULE,
+        "data.image_size=80",
+        "trainer.max_epochs=51",
+        "optim=adamw_restarts",
+        "resize=progressive",
+        "callbacks.progressive_resize.sizes=[48,64,80]",
+        "seed=1",
+    ],
     # the chosen training (n1) on the source-shift benchmark (test = rosendahl, issue 19 item 4)
     "loso_rosendahl": [
         *FAST,
