@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +92,22 @@ def train_in_process(train_cache_dir: Path):
     def run(run_dir: Path, *overrides: str):
         cfg = compose_train(Path(run_dir), train_cache_dir, list(overrides))
         return cfg, train(cfg)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def trained_run(train_in_process, train_cache_dir: Path):
+    """``with trained_run(run_dir, *overrides) as (cfg, metrics):`` a run trained in-process,
+    with ``DERMLIT_CACHE`` on the session's cache inside the block, so that a module's later
+    evaluations and predictions read the images the run decoded."""
+
+    @contextmanager
+    def run(run_dir: Path, *overrides: str):
+        cfg, metrics = train_in_process(run_dir, *overrides)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("DERMLIT_CACHE", str(train_cache_dir))
+            yield cfg, metrics
 
     return run
 

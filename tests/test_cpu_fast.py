@@ -22,11 +22,9 @@ FAST = [*TINY_RUN, "trainer=cpu_fast", "model.channels_last=true", "bootstrap_re
 
 
 @pytest.fixture(scope="module")
-def fast_run(tmp_path_factory, train_in_process, train_cache_dir):
+def fast_run(tmp_path_factory, trained_run):
     run_dir = tmp_path_factory.mktemp("cpu-fast") / "run"
-    cfg, metrics = train_in_process(run_dir, *FAST)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DERMLIT_CACHE", str(train_cache_dir))
+    with trained_run(run_dir, *FAST) as (cfg, metrics):
         yield run_dir, cfg, metrics
 
 

@@ -28,12 +28,10 @@ TINY = [*TINY_RUN, "bootstrap_resamples=100"]
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, train_in_process, train_cache_dir) -> Iterator[tuple[Path, dict]]:
+def run(tmp_path_factory, trained_run) -> Iterator[tuple[Path, dict]]:
     """A tiny run trained in-process (``train(cfg)`` as ``dermlit-train`` runs it)."""
     run_dir = tmp_path_factory.mktemp("eval-run") / "run"
-    train_in_process(run_dir, *TINY)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DERMLIT_CACHE", str(train_cache_dir))  # for the evaluations below
+    with trained_run(run_dir, *TINY):
         yield run_dir, json.loads((run_dir / "metrics.json").read_text())
 
 

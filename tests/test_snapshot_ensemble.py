@@ -40,11 +40,9 @@ SNAPSHOT_RUN = [
 
 
 @pytest.fixture(scope="module")
-def snapshot_run(tmp_path_factory, train_in_process, train_cache_dir):
+def snapshot_run(tmp_path_factory, trained_run):
     run_dir = tmp_path_factory.mktemp("snapshots") / "run"
-    cfg, metrics = train_in_process(run_dir, *SNAPSHOT_RUN)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DERMLIT_CACHE", str(train_cache_dir))
+    with trained_run(run_dir, *SNAPSHOT_RUN) as (cfg, metrics):
         yield run_dir, cfg, metrics
 
 

@@ -23,12 +23,10 @@ TINY = [*TINY_RUN, "bootstrap_resamples=50", "colour_constancy=shades_of_gray"]
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, train_in_process, train_cache_dir) -> Iterator[tuple[Path, Path]]:
+def run(tmp_path_factory, trained_run) -> Iterator[tuple[Path, Path]]:
     run_dir = tmp_path_factory.mktemp("cc-run") / "run"
-    cfg, _ = train_in_process(run_dir, *TINY, "posthoc=class_bias_prior_em")
-    assert cfg.data.colour_constancy._target_.endswith("ShadesOfGray")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DERMLIT_CACHE", str(train_cache_dir))
+    with trained_run(run_dir, *TINY, "posthoc=class_bias_prior_em") as (cfg, _):
+        assert cfg.data.colour_constancy._target_.endswith("ShadesOfGray")
         yield run_dir, Path(cfg.data.source.root) / "images"
 
 

@@ -32,14 +32,11 @@ TINY = [
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, train_in_process, train_cache_dir) -> Iterator[tuple[Path, Path]]:
+def run(tmp_path_factory, trained_run) -> Iterator[tuple[Path, Path]]:
     """(run directory, folder of the synthetic source's JPEGs), trained in-process."""
     run_dir = tmp_path_factory.mktemp("predict-run") / "run"
-    cfg, _ = train_in_process(run_dir, *TINY)
-    images = Path(cfg.data.source.root) / "images"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DERMLIT_CACHE", str(train_cache_dir))
-        yield run_dir, images
+    with trained_run(run_dir, *TINY) as (cfg, _):
+        yield run_dir, Path(cfg.data.source.root) / "images"
 
 
 def case_csv(run, tmp_path: Path, n: int | None = None) -> tuple[Path, pd.DataFrame]:
