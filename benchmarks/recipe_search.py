@@ -115,16 +115,6 @@ CANDIDATES: dict[str, list[str]] = {
         "callbacks=ema_snapshots",
         "seed=1",
     ],
-    # a third seed of the recipe's training (section 10: the recipe's spread over seeds)
-    "n4_seed2_snapshots_3x18": [
-        *FAST,
-        *MACRO_F1_RULE,
-        "data.image_size=64",
-        "trainer.max_epochs=54",
-        "optim=adamw_restarts",
-        "callbacks=ema_snapshots",
-        "seed=2",
-    ],
     # progressive resizing (docs/recipes.md section 10): one LR cycle per size, 48 -> 64 -> 80 px,
     # 17 epochs each; sized to n4's compute (an 80 px epoch ~1.46x a 64 px one on the EPYC,
     # section 8; a 48 px one ~0.6x), validation and test at 80 px
