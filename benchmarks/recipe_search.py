@@ -117,7 +117,9 @@ CANDIDATES: dict[str, list[str]] = {
     ],
     # progressive resizing (docs/recipes.md section 10): one LR cycle per size, 48 -> 64 -> 80 px,
     # 17 epochs each; sized to n4's compute (an 80 px epoch ~1.46x a 64 px one on the EPYC,
-    # section 8; a 48 px one ~0.6x), validation and test at 80 px
+    # section 8; a 48 px one ~0.6x), validation and test at 80 px. Both seeds ran with the first
+    # spelling, absolute sizes (`callbacks.progressive_resize.sizes=[48,64,80]`, commit 8146ffb);
+    # scales of data.image_size=80 are the same sizes
     "n5_progressive_48_64_80_51ep": [
         *FAST,
         *MACRO_F1_RULE,
@@ -125,7 +127,7 @@ CANDIDATES: dict[str, list[str]] = {
         "trainer.max_epochs=51",
         "optim=adamw_restarts",
         "resize=progressive",
-        "callbacks.progressive_resize.sizes=[48,64,80]",
+        "callbacks.progressive_resize.scales=[0.6,0.8,1.0]",
     ],
     "n5_seed1_progressive_48_64_80_51ep": [
         *FAST,
@@ -134,7 +136,7 @@ CANDIDATES: dict[str, list[str]] = {
         "trainer.max_epochs=51",
         "optim=adamw_restarts",
         "resize=progressive",
-        "callbacks.progressive_resize.sizes=[48,64,80]",
+        "callbacks.progressive_resize.scales=[0.6,0.8,1.0]",
         "seed=1",
     ],
     # the chosen training (n1) on the source-shift benchmark (test = rosendahl, issue 19 item 4)

@@ -1,12 +1,15 @@
 """Progressive resizing: the training images grow in equal stages of the epochs, ending at the
 size validation and test see.
 
-Why: an epoch at 48 px costs about half one at 64 px and a third of one at 80 px on a CPU, so
+Why: an epoch at 48 px costs about 0.75x one at 64 px and half one at 80 px on a 2-core CPU
+(docs/recipes.md section 10, validation at 80 px included), so
 early epochs, which learn coarse colour and shape, can run small and the budget saved buys the
 last stage a higher resolution (FFCV's ResNet recipes and MosaicML Composer's
 ``ProgressiveResizing`` do this for their own trainers; Lightning and timm have no callback for
-it). The cache holds ``data.image_size``; a smaller stage downsamples each training batch on the
-device (antialiased bilinear, ``DermClassifier.prepare``) before the augmentation.
+it). The cache holds ``data.image_size``; a stage below scale 1 downsamples each training batch
+on the device (antialiased bilinear, ``DermClassifier.prepare``) before the augmentation. The
+stages are scales of the cache's size, so a recipe keeps its shape under another
+``data.image_size``.
 
 The stage is a function of ``trainer.current_epoch`` and ``trainer.max_epochs`` only, so a resumed
 run trains at the size it would have had (extending ``max_epochs`` re-plans the stages, as it
@@ -22,42 +25,35 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 
 
-def stage_size(sizes: Sequence[int], epoch: int, max_epochs: int) -> int:
-    """The training size at ``epoch``: ``sizes[k]`` for epochs ``[k, k + 1) * max_epochs / len``."""
-    stage = min(epoch * len(sizes) // max(max_epochs, 1), len(sizes) - 1)
-    return int(sizes[stage])
+def stage_scale(scales: Sequence[float], epoch: int, max_epochs: int) -> float:
+    """The scale at ``epoch``: ``scales[k]`` for epochs ``[k, k + 1) * max_epochs / len``."""
+    stage = min(epoch * len(scales) // max(max_epochs, 1), len(scales) - 1)
+    return float(scales[stage])
 
 
 class ProgressiveResize(Callback):
-    """Sets ``pl_module.train_image_size`` at each training epoch's start (``sizes`` in equal
-    stages of ``trainer.max_epochs``) and logs it as ``train/image_size``."""
+    """Sets ``pl_module.train_image_scale`` at each training epoch's start (``scales`` of
+    ``data.image_size`` in equal stages of ``trainer.max_epochs``) and logs it as
+    ``train/image_scale``; after fit the model sees the cache's size again."""
 
-    def __init__(self, sizes: Sequence[int]) -> None:
-        sizes = [int(s) for s in sizes]
-        if not sizes or any(s < 1 for s in sizes):
-            raise ValueError(f"ProgressiveResize sizes must be positive pixel sizes, got {sizes}")
-        if sizes != sorted(sizes):
+    def __init__(self, scales: Sequence[float]) -> None:
+        scales = [float(s) for s in scales]
+        if not scales or any(not 0.0 < s <= 1.0 for s in scales):
             raise ValueError(
-                f"ProgressiveResize sizes {sizes} must not shrink: the last stage trains at the "
-                "size validation and test see"
+                f"ProgressiveResize scales must be in (0, 1] (fractions of data.image_size), "
+                f"got {scales}"
             )
-        self.sizes = sizes
-
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        datamodule = getattr(trainer, "datamodule", None)
-        image_size = getattr(datamodule, "image_size", None)
-        if image_size is not None and self.sizes[-1] != int(image_size):
+        if scales != sorted(scales) or scales[-1] != 1.0:
             raise ValueError(
-                f"ProgressiveResize sizes {self.sizes} end at {self.sizes[-1]} px, but "
-                f"data.image_size is {image_size}: the last stage must train at the size "
-                f"validation and test see; set data.image_size={self.sizes[-1]} or end the "
-                f"sizes at {image_size}"
+                f"ProgressiveResize scales {scales} must grow and end at 1.0: the last stage "
+                "trains at data.image_size, the size validation and test see"
             )
+        self.scales = scales
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        size = stage_size(self.sizes, trainer.current_epoch, int(trainer.max_epochs or 1))
-        pl_module.train_image_size = size
-        pl_module.log("train/image_size", float(size), on_step=False, on_epoch=True)
+        scale = stage_scale(self.scales, trainer.current_epoch, int(trainer.max_epochs or 1))
+        pl_module.train_image_scale = scale
+        pl_module.log("train/image_scale", scale, on_step=False, on_epoch=True)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        pl_module.train_image_size = None
+        pl_module.train_image_scale = None

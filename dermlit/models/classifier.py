@@ -34,20 +34,20 @@ def classification_metrics(prefix: str) -> MetricCollection:
     )
 
 
-def downsampled(x: Tensor, size: int | None) -> Tensor:
-    """``x`` (N, C, H, W) with its longer side at ``size`` px (antialiased bilinear, the aspect
-    kept); unchanged when ``size`` is None or not smaller. Upsampling is refused: it would train
-    on detail the cache does not hold."""
-    if size is None or size == max(x.shape[-2:]):
+def downsampled(x: Tensor, scale: float | None) -> Tensor:
+    """``x`` (N, C, H, W) scaled by ``scale`` (its longer side to ``round(scale * side)`` px,
+    the aspect kept; antialiased bilinear); unchanged when ``scale`` is None or 1. Above 1 is
+    refused: it would train on detail the cache does not hold."""
+    if scale is None or scale == 1.0:
         return x
-    height, width = x.shape[-2:]
-    if size > max(height, width):
+    if not 0.0 < scale < 1.0:
         raise ValueError(
-            f"training image size {size} px is above the cached {height}x{width}: raise "
-            "data.image_size to the largest training size"
+            f"training image scale {scale} is outside (0, 1]: a batch can only be downsampled "
+            "from the cache; raise data.image_size instead"
         )
-    scale = size / max(height, width)
-    target = (max(1, round(height * scale)), max(1, round(width * scale)))
+    height, width = x.shape[-2:]
+    factor = max(1, round(scale * max(height, width))) / max(height, width)
+    target = (max(1, round(height * factor)), max(1, round(width * factor)))
     return F.interpolate(x, size=target, mode="bilinear", antialias=True, align_corners=False)
 
 
@@ -79,9 +79,9 @@ class DermClassifier(L.LightningModule):
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self.channels_last = channels_last
-        # the training batches' side in pixels when smaller than the cache's (set per epoch by
+        # the training batches' scale of the cache's size (set per epoch by
         # dermlit.callbacks.progressive_resize.ProgressiveResize); None: the cache's size
-        self.train_image_size: int | None = None
+        self.train_image_scale: float | None = None
         # test and predict only: the per-epoch validation that picks checkpoints stays one pass
         self.tta = tta if tta is not None else TestTimeAugmentation()
         self.criterion: nn.Module = nn.CrossEntropyLoss()
@@ -124,7 +124,7 @@ class DermClassifier(L.LightningModule):
         when ``augment``: training); AdaBN (``models/adabn.py``) goes through it too."""
         x = images.permute(0, 3, 1, 2).float().div_(255.0)
         if augment:
-            x = self.augment(downsampled(x, self.train_image_size))
+            x = self.augment(downsampled(x, self.train_image_scale))
         x = (x - self.mean) / self.std
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
