@@ -139,6 +139,32 @@ CANDIDATES: dict[str, list[str]] = {
         "callbacks.progressive_resize.scales=[0.6,0.8,1.0]",
         "seed=1",
     ],
+    # late-phase SAM on n4's schedule (docs/recipes.md section 11): 3 restarting cycles of 16
+    # epochs, SAM (rho 0.05 around AdamW) from epoch 38, the low-LR part of the last cycle; 48
+    # epochs so that 38 plain + 10 SAM epochs (~1.65x a plain one on the EPYC) cost n4's 54
+    "n6_late_sam_3x16": [
+        *FAST,
+        *MACRO_F1_RULE,
+        "data.image_size=64",
+        "trainer.max_epochs=48",
+        "optim=sam",
+        "optim.start=0.8",
+        "optim.scheduler._target_=torch.optim.lr_scheduler.CosineAnnealingWarmRestarts",
+        "~optim.scheduler.T_max",
+        "+optim.scheduler.T_0=16",
+    ],
+    "n6_seed1_late_sam_3x16": [
+        *FAST,
+        *MACRO_F1_RULE,
+        "data.image_size=64",
+        "trainer.max_epochs=48",
+        "optim=sam",
+        "optim.start=0.8",
+        "optim.scheduler._target_=torch.optim.lr_scheduler.CosineAnnealingWarmRestarts",
+        "~optim.scheduler.T_max",
+        "+optim.scheduler.T_0=16",
+        "seed=1",
+    ],
     # the chosen training (n1) on the source-shift benchmark (test = rosendahl, issue 19 item 4)
     "loso_rosendahl": [
         *FAST,
