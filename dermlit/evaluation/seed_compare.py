@@ -125,13 +125,39 @@ def run_dirs(spec: str) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
+def is_evaluation(config: dict) -> bool:
+    """A dermlit-eval output's config (conf/eval.yaml: ``run_dir`` and ``predictions`` at the
+    top), whose ``seed`` is the bootstrap's, not the evaluated training run's."""
+    return "run_dir" in config and "predictions" in config
+
+
+def evaluated_run(path: Path, config: dict) -> Path:
+    """The training run a dermlit-eval output evaluated: its ``run_dir``, the run whose
+    predictions it re-decided (``predictions=``), or, once outputs/ is gone, the archived layout
+    ``<run>/decision_<rule>/`` (its parent)."""
+    sources = [config.get("run_dir"), config.get("predictions")]
+    candidates = [Path(sources[0])] if sources[0] else []
+    candidates += [Path(sources[1]).parent] if sources[1] else []
+    for candidate in [*candidates, path.parent]:
+        if candidate.resolve() != path.resolve() and (candidate / ".hydra/config.yaml").is_file():
+            return candidate
+    raise GroupError(
+        f"{path} is a dermlit-eval output, and the training run it evaluated "
+        f"({', '.join(map(str, candidates)) or 'not named'}) is not there to give its seed: "
+        "pass the training run's directory, or copy it next to the evaluation"
+    )
+
+
 def run_seed(path: Path, seed_key: str = "seed") -> str:
-    """The run's ``seed_key`` (dotted, e.g. ``data.split_seed``) from .hydra/config.yaml, or
-    from .hydra/overrides.yaml when the config lacks it; for a run copied without .hydra/ (e.g.
-    docs/results/<study>/<arm>/seed3/), the ``seed<k>`` of its directory name."""
+    """The TRAINING run's ``seed_key`` (dotted, e.g. ``data.split_seed``) from .hydra/config.yaml,
+    or from .hydra/overrides.yaml when the config lacks it; for a run copied without .hydra/
+    (e.g. docs/results/<study>/<arm>/seed3/), the ``seed<k>`` of its directory name. A
+    dermlit-eval output (a re-decision) takes the seed of the run it evaluated."""
     config_file, overrides_file = path / ".hydra/config.yaml", path / ".hydra/overrides.yaml"
     if config_file.is_file():
         node = yaml.safe_load(config_file.read_text()) or {}
+        if is_evaluation(node):
+            return run_seed(evaluated_run(path, node), seed_key)
         for part in seed_key.split("."):
             node = node.get(part) if isinstance(node, dict) else None
         if node is not None:

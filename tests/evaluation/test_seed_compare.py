@@ -232,6 +232,43 @@ def test_runs_copied_without_hydra_are_paired_by_their_seed_directory(groups, tm
     assert result["metrics"]["accuracy"]["mean_delta"] == pytest.approx(0.25)
 
 
+def write_evaluation(out: Path, source: Path, run_dir=None, predictions=None) -> Path:
+    """A dermlit-eval output of ``source``'s predictions: conf/eval.yaml's keys, whose ``seed``
+    (0) is the bootstrap's."""
+    (out / ".hydra").mkdir(parents=True)
+    config = {"run_dir": run_dir, "predictions": predictions, "seed": 0}
+    (out / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    (out / "predictions.csv").write_bytes(source.read_bytes())
+    return out
+
+
+def test_evaluations_are_paired_by_the_seed_of_the_run_they_evaluated(groups, tmp_path, capsys):
+    """Re-decisions (dermlit-eval run_dir=RUN, or predictions= of another evaluation) carry the
+    eval's own bootstrap seed 0; they used to be paired by it ("two runs with seed=0")."""
+    specs = []
+    for group in groups:
+        evals = []
+        for seed in (1, 2):
+            run = group / str(seed)
+            # run_dir= names outputs/, gone after a machine change: the archived layout remains
+            first = run / "decision_no_bias"
+            write_evaluation(first, run / "predictions.csv", run_dir=str(tmp_path / "gone"))
+            second = first / "predictions.csv"
+            evals.append(write_evaluation(run / "decision_floors", second, predictions=str(second)))
+        specs.append(",".join(map(str, evals)))
+    a, b = (load_group(spec) for spec in specs)
+    assert [r.seed for r in a.runs] == [r.seed for r in b.runs] == ["1", "2"]
+    direct = compare_groups(*(load_group(f"{g / '1'},{g / '2'}") for g in groups), n_resamples=50)
+    via_evals = compare_groups(a, b, n_resamples=50)
+    assert via_evals["metrics"]["accuracy"] == direct["metrics"]["accuracy"]
+
+    orphan = tmp_path / "orphan" / "eval"
+    write_evaluation(orphan, groups[0] / "0" / "predictions.csv", run_dir=str(tmp_path / "gone"))
+    assert cli(["compare", "--groups", f"{orphan},{specs[0]}", specs[1]]) == 2
+    err = capsys.readouterr().err
+    assert f"{orphan} is a dermlit-eval output" in err and str(tmp_path / "gone") in err
+
+
 def test_bad_group_specs_are_refused_with_the_path(groups, tmp_path, capsys):
     a, b = groups
     assert cli(["compare", str(a), str(b / "0")]) == 2
