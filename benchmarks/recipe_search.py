@@ -42,6 +42,19 @@ ONE_COSINE = "optim=adamw"
 #: the decision rule every candidate ran with: the class bias on validation macro-F1 alone (the
 #: recipe file's floors came after; the other rules are DECISIONS, re-evaluated)
 MACRO_F1_RULE = ["posthoc.objective=macro_f1", "posthoc.floors=null"]
+#: n6 (docs/recipes.md section 11): n4's 64 px training on 3 restarting cycles of 16 epochs with
+#: late-phase SAM (rho 0.05 around AdamW) from epoch 38
+LATE_SAM_3X16 = [
+    *FAST,
+    *MACRO_F1_RULE,
+    "data.image_size=64",
+    "trainer.max_epochs=48",
+    "optim=sam",
+    "optim.start=0.8",
+    "optim.scheduler._target_=torch.optim.lr_scheduler.CosineAnnealingWarmRestarts",
+    "~optim.scheduler.T_max",
+    "+optim.scheduler.T_0=16",
+]
 #: candidate -> dermlit-train overrides
 CANDIDATES: dict[str, list[str]] = {
     # the recipe before issue 17 (section 2's C3), re-run: the reference of `dermlit compare`
@@ -142,29 +155,8 @@ CANDIDATES: dict[str, list[str]] = {
     # late-phase SAM on n4's schedule (docs/recipes.md section 11): 3 restarting cycles of 16
     # epochs, SAM (rho 0.05 around AdamW) from epoch 38, the low-LR part of the last cycle; 48
     # epochs so that 38 plain + 10 SAM epochs (~1.65x a plain one on the EPYC) cost n4's 54
-    "n6_late_sam_3x16": [
-        *FAST,
-        *MACRO_F1_RULE,
-        "data.image_size=64",
-        "trainer.max_epochs=48",
-        "optim=sam",
-        "optim.start=0.8",
-        "optim.scheduler._target_=torch.optim.lr_scheduler.CosineAnnealingWarmRestarts",
-        "~optim.scheduler.T_max",
-        "+optim.scheduler.T_0=16",
-    ],
-    "n6_seed1_late_sam_3x16": [
-        *FAST,
-        *MACRO_F1_RULE,
-        "data.image_size=64",
-        "trainer.max_epochs=48",
-        "optim=sam",
-        "optim.start=0.8",
-        "optim.scheduler._target_=torch.optim.lr_scheduler.CosineAnnealingWarmRestarts",
-        "~optim.scheduler.T_max",
-        "+optim.scheduler.T_0=16",
-        "seed=1",
-    ],
+    "n6_late_sam_3x16": LATE_SAM_3X16,
+    "n6_seed1_late_sam_3x16": [*LATE_SAM_3X16, "seed=1"],
     # the chosen training (n1) on the source-shift benchmark (test = rosendahl, issue 19 item 4)
     "loso_rosendahl": [
         *FAST,
