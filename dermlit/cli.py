@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dermlit", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, help_text) in COMMANDS.items():
-        sub.add_parser(name, help=help_text).set_defaults(_module=module)
+        # argparse %-formats help strings: a literal "%" must be doubled
+        sub.add_parser(name, help=help_text.replace("%", "%%")).set_defaults(_module=module)
     return parser
 
 

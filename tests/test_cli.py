@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -20,3 +22,17 @@ def test_data_check_through_the_entry_point(tiny_ham: Path, tmp_path: Path) -> N
         [*cmd[:5], str(tmp_path / "missing")], cwd=REPO, capture_output=True, text=True
     )
     assert bad.returncode == 2 and "cannot read the dataset" in bad.stdout, bad.stdout
+
+
+def test_help_lists_every_subcommand(capsys) -> None:
+    """``dermlit --help`` (and ``dermlit`` alone) prints each subcommand with its help line.
+    It crashed once: argparse %-formats help strings, and "95% CI" is not a format."""
+    from dermlit.cli import COMMANDS, main
+
+    for argv in (["--help"], []):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 0
+        out = " ".join(capsys.readouterr().out.split())
+        for name, (_, help_text) in COMMANDS.items():
+            assert name in out and help_text in out, name
