@@ -44,15 +44,32 @@ def cycle_epochs(max_epochs: int, cycles: int) -> int:
     return max_epochs // cycles
 
 
-def register_resolvers() -> None:
-    from dermlit.loggers import wandb_group, wandb_name
+def _wandb_group(mode: object, sweep_dir: str) -> str | None:
+    from dermlit.loggers import wandb_group  # imports Lightning (5 s): only when resolved
+
+    return wandb_group(mode, sweep_dir)
+
+
+def _wandb_name(override_dirname: str, seed: int) -> str:
+    from dermlit.loggers import wandb_name
+
+    return wandb_name(override_dirname, seed)
+
+
+def _wandb_run_id(run_dir: str) -> str | None:
     from dermlit.resume import wandb_run_id
 
+    return wandb_run_id(Path(run_dir))
+
+
+def register_resolvers() -> None:
+    """The resolvers of conf/. Those that need Lightning import it when they are resolved, so
+    that composing a config (``dermlit data check``) does not pay for it."""
     resolvers = {
-        "dermlit_wandb_group": wandb_group,
-        "dermlit_wandb_name": wandb_name,
+        "dermlit_wandb_group": _wandb_group,
+        "dermlit_wandb_name": _wandb_name,
         # a requeued SLURM job (same run dir) continues the same W&B run
-        "dermlit_wandb_id": lambda run_dir: wandb_run_id(Path(run_dir)),
+        "dermlit_wandb_id": _wandb_run_id,
         "dermlit_wandb_offline": wandb_offline,
         "checkpoint_name": checkpoint_name,
         "dermlit_root": lambda: str(CONF_DIR.parent),

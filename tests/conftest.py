@@ -51,6 +51,11 @@ def tiny_ham(tmp_path: Path) -> Path:
 # ---- in-process training (like lightning-hydra-template's tests/conftest.py) ----------------
 
 
+#: the in-process runs' default: the report's figures cost ~2.5 s an evaluation, a fifth of
+#: `make test`; a test that looks at them passes ``evaluation.figures=true`` (later wins)
+NO_FIGURES = ["evaluation.figures=false"]
+
+
 def compose_train(run_dir: Path, cache_dir: Path, overrides: list[str]):
     """The train config as ``dermlit-train`` composes it, with the Hydra config set, so that
     ``train(cfg)`` runs in this process (``${hydra:...}`` interpolations resolve)."""
@@ -65,6 +70,7 @@ def compose_train(run_dir: Path, cache_dir: Path, overrides: list[str]):
             f"hydra.run.dir={run_dir}",
             f"paths.cache_dir={cache_dir}",
             f"paths.run_dir={run_dir}",
+            *NO_FIGURES,
             *overrides,
         ],
         return_hydra_config=True,
@@ -119,6 +125,6 @@ def eval_in_process():
     from dermlit.evaluate import evaluate
 
     def run(*overrides: str):
-        return evaluate(compose_config("eval", list(overrides)))
+        return evaluate(compose_config("eval", [*NO_FIGURES, *overrides]))
 
     return run

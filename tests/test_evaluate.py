@@ -31,7 +31,7 @@ TINY = [*TINY_RUN, "bootstrap_resamples=100"]
 def run(tmp_path_factory, trained_run) -> Iterator[tuple[Path, dict]]:
     """A tiny run trained in-process (``train(cfg)`` as ``dermlit-train`` runs it)."""
     run_dir = tmp_path_factory.mktemp("eval-run") / "run"
-    with trained_run(run_dir, *TINY):
+    with trained_run(run_dir, *TINY, "evaluation.figures=true"):  # the one run with figures
         yield run_dir, json.loads((run_dir / "metrics.json").read_text())
 
 

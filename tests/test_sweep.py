@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = ["data.source.n_images=700", "data.image_size=32", "data.batch_size=32"]
 #: the imbalance sweep's recipe, on the tiny synthetic set, one batch per stage
 FAST = ["experiment=imbalance_sweep", "data=synthetic", *TINY, "data.num_workers=0", "debug=fdr"]
-FAST += ["bootstrap_resamples=20"]
+FAST += ["bootstrap_resamples=20", "evaluation.figures=false"]  # figures: ~2.5 s a job
 
 
 @pytest.fixture(scope="module")

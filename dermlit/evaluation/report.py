@@ -47,7 +47,7 @@ INTERVAL_NOTE = (
 # ---------------------------------------------------------------------- content
 def build_report(a: Analysis, out_dir: Path, title: str = "dermlit evaluation") -> Report:
     r = Report(a.split, out_dir)
-    r.images = save_figures(a, out_dir) if a.n_labelled else {}
+    r.images = save_figures(a, out_dir) if a.n_labelled and a.settings.figures else {}
     pct = f"{100 * (1 - a.settings.alpha):.0f}%"
     r.heading(f"{title}: {a.split}", 1)
     r.text(
@@ -55,6 +55,8 @@ def build_report(a: Analysis, out_dir: Path, title: str = "dermlit evaluation") 
         f"{a.settings.n_resamples} resamples stratified by true class, seed {a.settings.seed}. "
         + INTERVAL_NOTE
     )
+    if a.n_labelled and not a.settings.figures:
+        r.text("Figures: off (evaluation.figures=false); the tables below are complete.")
     for note in a.notes:
         r.text(f"Note: {note}")
     if not a.n_labelled:

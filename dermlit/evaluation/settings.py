@@ -79,6 +79,7 @@ class EvalSettings:
         below which a group is flagged.
     adabn: re-estimate BatchNorm statistics on the (unlabelled) test images before predicting
         them (``models/adabn.py``); validation keeps the training statistics.
+    figures: write the report's PNG figures; off, the report says so and keeps its tables.
     """
 
     cost: CostMatrix
@@ -92,6 +93,7 @@ class EvalSettings:
     conformal: Mapping[str, float]
     subgroups: Mapping[str, Any]
     adabn: bool
+    figures: bool
 
     @property
     def conformal_alpha(self) -> float:
@@ -130,6 +132,7 @@ class EvalSettings:
             ("conformal", conformal),
             ("subgroups", subgroups),
             ("adabn", bool(self.adabn)),
+            ("figures", bool(self.figures)),
         ):
             object.__setattr__(self, name, value)
 

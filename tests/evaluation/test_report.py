@@ -168,6 +168,23 @@ def test_report_files_and_self_contained_html(analysed, tmp_path: Path) -> None:
     assert hot > 0 and html.count('class="hot"') == 2 * hot
 
 
+def test_figures_off_writes_the_same_tables_and_says_so(analysed, tmp_path: Path) -> None:
+    """evaluation.figures=false: no PNG, one line saying so, and otherwise the same report."""
+    *_, a = analysed
+    on = write_report(a, tmp_path / "on").markdown_path.read_text()
+    off_analysis = dataclasses.replace(a, settings=dataclasses.replace(a.settings, figures=False))
+    r = write_report(off_analysis, tmp_path / "off")
+    assert not list((tmp_path / "off").glob("*.png")) and r.images == {}
+    off = r.markdown_path.read_text()
+    note = "Figures: off (evaluation.figures=false); the tables below are complete."
+    assert off.count(note) == 1 and "![" not in off
+
+    def content(md: str) -> list[str]:  # blocks are separated by blank lines
+        return [line for line in md.splitlines() if line and not line.startswith("![")]
+
+    assert [line for line in content(off) if line != note] == content(on)
+
+
 def test_report_logged_to_wandb_offline(analysed, tmp_path: Path, monkeypatch) -> None:
     pytest.importorskip("wandb")
     from lightning.pytorch.loggers import CSVLogger, WandbLogger

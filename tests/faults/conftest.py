@@ -22,6 +22,7 @@ TINY = [
     "+trainer.limit_train_batches=3",
     "+trainer.limit_val_batches=2",
     "bootstrap_resamples=20",
+    "evaluation.figures=false",  # the report's figures: ~2.5 s a run, and no fault is in them
 ]
 #: the monitored score gets worse every epoch (``epoch`` is always a monitor candidate in
 #: Lightning; mode=min keeps epoch 0 best): a deterministic "validation score that falls".
