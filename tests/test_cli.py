@@ -36,3 +36,16 @@ def test_help_lists_every_subcommand(capsys) -> None:
         out = " ".join(capsys.readouterr().out.split())
         for name, (_, help_text) in COMMANDS.items():
             assert name in out and help_text in out, name
+
+
+def test_composing_a_config_does_not_import_lightning() -> None:
+    """``dermlit data check`` composes the train config; Lightning's import (5 s on 2 cores)
+    is paid only by the resolvers that need it (the W&B names), when they are resolved."""
+    code = (
+        "import sys; from dermlit.config import compose_config; "
+        "cfg = compose_config('train', ['data=synthetic']); cfg.data.source.n_images; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'lightning'))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == "[]"
