@@ -27,6 +27,7 @@ from PIL import Image
 from dermlit.augment.gallery import write_gallery
 from dermlit.augment.morphology import lesion_features
 from dermlit.config import compose_config, group_options
+from dermlit.errors import InputError, exit_with
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = Path(
@@ -96,7 +97,7 @@ def load_preset(name: str, conf_dir: Path) -> torch.nn.Module:
     root = Path(conf_dir).resolve().parent
     known = group_options("augment", root)
     if name not in known:
-        raise ValueError(f"unknown augment preset {name!r}; known: {known}")
+        raise InputError(f"unknown augment preset {name!r}; known: {known}")
     return instantiate(compose_config(None, [f"+augment={name}"], root).augment)
 
 
@@ -248,11 +249,14 @@ def run(args: argparse.Namespace) -> int:
     """Run the audit; returns the process exit code."""
     data: Path = args.data
     meta_path = data / "HAM10000_metadata.csv"
-    if not meta_path.is_file():
-        raise FileNotFoundError(f"no HAM10000_metadata.csv in {data} (pass --data)")
-    if args.n < 2:
-        raise ValueError(f"--n must be at least 2, got {args.n}")
-    presets = {name: load_preset(name, args.conf_dir) for name in args.presets}  # fail early
+    try:  # every argument is checked before an image is read: one line, exit status 2
+        if not meta_path.is_file():
+            raise InputError(f"no HAM10000_metadata.csv in {data} (pass --data)")
+        if args.n < 2:
+            raise InputError(f"--n must be at least 2, got {args.n}")
+        presets = {name: load_preset(name, args.conf_dir) for name in args.presets}
+    except InputError as err:
+        exit_with("dermlit augment-audit", str(err))
     meta = pd.read_csv(meta_path)
     rng = np.random.default_rng(args.seed)
     order = rng.permutation(len(meta))

@@ -49,12 +49,26 @@ def test_audit_writes_table_json_and_gallery(ham_dir: Path, tmp_path: Path) -> N
     assert png.stat().st_size < 500_000
 
 
-def test_bad_arguments(ham_dir: Path, tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="no HAM10000_metadata.csv"):
-        audit.run(parse("--data", str(tmp_path), "--out", str(tmp_path)))
-    with pytest.raises(ValueError, match="unknown augment preset 'nope'"):
-        audit.run(parse("--data", str(ham_dir), "--n", "2", "--reference-n", "4",
-                        "--size", "32", "--presets", "nope", "--out", str(tmp_path)))  # fmt: skip
+def test_bad_arguments_are_refused_in_one_line_before_any_image(tmp_path: Path, capsys) -> None:
+    """Through the CLI: exit status 2 and ``dermlit augment-audit: <what and how>``, no
+    traceback (they were a FileNotFoundError / ValueError traceback once)."""
+    from dermlit.cli import main
+
+    (tmp_path / "HAM10000_metadata.csv").write_text("lesion_id,image_id,dx\n")  # no images
+    cases = [
+        (["--data", str(tmp_path / "missing")], "no HAM10000_metadata.csv in"),
+        (["--data", str(tmp_path), "--n", "1"], "--n must be at least 2, got 1"),
+        (["--data", str(tmp_path), "--presets", "dermoscopy", "nope"], "unknown augment preset"),
+    ]
+    for argv, message in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["augment-audit", *argv, "--out", str(tmp_path / "out")])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith("dermlit augment-audit: ") and message in err, err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "known: ['dermoscopy', 'dermoscopy_wide', 'none', 'standard']" in err
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.slow  # ~80 s: fewer lesions make the 2 % colour target a matter of 1-2 lesions
