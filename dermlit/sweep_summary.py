@@ -40,6 +40,7 @@ import yaml
 from scipy import stats
 
 from dermlit.constants import CLASSES
+from dermlit.errors import exit_with
 from dermlit.evaluation.formatting import fmt, value_with_interval
 from dermlit.hydra_callbacks import ERROR_FILE
 from dermlit.status import effective_state, read_status
@@ -352,17 +353,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed-key", default="seed", help="the override that names a replicate")
 
 
+#: the prefix of its one-line errors, as the other ``dermlit`` subcommands print theirs
+PROGRAM = "dermlit sweep-summary"
+
+
 def run(args: argparse.Namespace) -> int:
     if not 0 < args.confidence < 1:
-        print(f"error: --confidence must be in (0, 1), got {args.confidence}", file=sys.stderr)
-        return 2
+        exit_with(PROGRAM, f"--confidence must be in (0, 1), got {args.confidence}")
     try:
         markdown, _, jobs = write_summary(
             args.multirun_dir, args.out, args.confidence, args.seed_key
         )
     except FileNotFoundError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        exit_with(PROGRAM, str(error))
     print(markdown, end="")
     out = args.out or args.multirun_dir / "summary"
     n_failed = sum(j.failed for j in jobs)

@@ -166,8 +166,11 @@ def test_seed_from_the_config_when_not_overridden(tmp_path: Path) -> None:
     ],
 )
 def test_bad_input_fails_with_a_message(tmp_path: Path, capsys, args, message) -> None:
-    assert cli_main(["sweep-summary", *(a.format(tmp=tmp_path) for a in args)]) == 2
-    assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["sweep-summary", *(a.format(tmp=tmp_path) for a in args)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dermlit sweep-summary: ") and message in err, err
 
 
 def test_error_file_callback_writes_the_traceback_and_clears_it_on_success(tmp_path) -> None:
