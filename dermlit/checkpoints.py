@@ -85,8 +85,14 @@ def select_weights(ckpt: dict[str, Any], weights: str, path: Path) -> dict | Non
     return ckpt.get(RAW_STATE)
 
 
-class CheckpointError(ValueError):
-    """Which checkpoint is meant cannot be decided (e.g. several best-*.ckpt, no record)."""
+class CheckpointError(InputError):
+    """The checkpoint asked for cannot be used: which one is meant cannot be decided (several
+    best-*.ckpt, no record), or the file is not a checkpoint of this model. The CLIs print it in
+    one line (exit status 2)."""
+
+
+class CheckpointNotFound(CheckpointError, FileNotFoundError):
+    """No checkpoint where one was asked for (still a FileNotFoundError for its callers)."""
 
 
 def newest_checkpoint(run_dir: Path) -> Path | None:
@@ -126,7 +132,10 @@ def resolve_best(ckpt_dir: Path) -> Path:
     ``save_top_k > 1``, epochs past 99 or files of another run that is the wrong one)."""
     candidates = sorted(ckpt_dir.glob("best-*.ckpt"))
     if not candidates:
-        raise FileNotFoundError(f"no best-*.ckpt in {ckpt_dir} (was validation disabled?)")
+        raise CheckpointNotFound(
+            f"no best-*.ckpt in {ckpt_dir} (was validation disabled? a run trained with "
+            "debug=fdr keeps no checkpoint: evaluate its predictions=RUN/predictions.csv)"
+        )
     recorded, why = recorded_best(ckpt_dir.parent)
     chosen = [p for p in candidates if p.name in recorded]
     if len(chosen) == 1:
@@ -155,7 +164,9 @@ def resolve_checkpoint(run_dir: Path, which: str) -> Path:
     else:
         path = Path(which)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise CheckpointNotFound(
+            f"checkpoint not found: {path} (checkpoint= takes best, last, snapshots or a path)"
+        )
     return path
 
 
@@ -173,7 +184,7 @@ def resolve_snapshots(run_dir: Path) -> list[Path]:
         if p.stem[len(SNAPSHOT_PREFIX) :].isdigit()
     ]
     if not found:
-        raise FileNotFoundError(
+        raise CheckpointNotFound(
             f"no {SNAPSHOT_PREFIX}NN.ckpt in {ckpt_dir}: a snapshot ensemble is trained with "
             "callbacks=ema_snapshots and a restarting LR schedule (optim=adamw_restarts)"
         )
@@ -193,9 +204,9 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:
-        raise ValueError(f"{path} is not a readable PyTorch checkpoint: {err}") from err
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {err}") from err
     if not isinstance(ckpt, dict) or STATE_DICT not in ckpt:
-        raise ValueError(f"{path} is not a Lightning checkpoint (no 'state_dict')")
+        raise CheckpointError(f"{path} is not a Lightning checkpoint (no 'state_dict')")
     return ckpt
 
 
@@ -222,7 +233,7 @@ def load_state(model: nn.Module, state_dict: dict[str, Any], path: Path) -> None
     expected = {k for k in model.state_dict() if not k.startswith(NON_WEIGHT_PREFIXES)}
     missing, unexpected = sorted(expected - weights.keys()), sorted(weights.keys() - expected)
     if missing or unexpected:
-        raise ValueError(
+        raise CheckpointError(
             f"{path} does not fit this model ({type(model).__name__}): "
             f"{len(missing)} missing key(s) {missing[:3]}, "
             f"{len(unexpected)} unexpected key(s) {unexpected[:3]}"
@@ -231,5 +242,5 @@ def load_state(model: nn.Module, state_dict: dict[str, Any], path: Path) -> None
         k for k, v in model.state_dict().items() if k in weights and weights[k].shape != v.shape
     ]
     if mismatched:
-        raise ValueError(f"{path} does not fit this model: shape mismatch in {mismatched[:3]}")
+        raise CheckpointError(f"{path} does not fit this model: shape mismatch in {mismatched[:3]}")
     model.load_state_dict(weights, strict=False)

@@ -23,7 +23,7 @@ import pandas as pd
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from dermlit.checkpoints import SNAPSHOTS, CheckpointError
+from dermlit.checkpoints import SNAPSHOTS
 from dermlit.config import CONF_DIR, checkpoint_name, register_resolvers
 from dermlit.constants import CLASSES
 from dermlit.errors import InputError
@@ -210,10 +210,7 @@ def evaluate(cfg: DictConfig) -> Evaluation:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")
 def main(cfg: DictConfig) -> None:
-    try:
-        evaluate(cfg)
-    except CheckpointError as err:  # one line, not Hydra's traceback (SystemExit passes it)
-        raise SystemExit(f"dermlit-eval: {err}") from None
+    evaluate(cfg)  # an InputError (a CheckpointError too) ends in one line: InputErrorExit
 
 
 if __name__ == "__main__":

@@ -70,6 +70,28 @@ def test_eval_with_raw_weights_and_missing_ema(run) -> None:
         evaluate(eval_cfg(f"run_dir={run_dir}", "weights=ema", f"output_dir={run_dir}/x"))
 
 
+def test_an_unusable_checkpoint_is_an_input_error_naming_it(run, tmp_path: Path) -> None:
+    """Refused in one line by the CLIs (InputError), not a traceback with exit status 1: it was
+    a FileNotFoundError for a missing file and a run without checkpoints (debug=fdr)."""
+    import shutil
+
+    run_dir, _ = run
+    not_a_checkpoint = tmp_path / "notes.ckpt"
+    not_a_checkpoint.write_text("not a checkpoint")
+    no_checkpoints = tmp_path / "fdr_run"  # what a debug=fdr run leaves: no checkpoints/
+    shutil.copytree(run_dir / ".hydra", no_checkpoints / ".hydra")
+    cases = [
+        (run_dir, str(tmp_path / "nope.ckpt"), "checkpoint not found: .*nope.ckpt"),
+        (run_dir, str(not_a_checkpoint), "notes.ckpt is not a readable PyTorch checkpoint"),
+        (run_dir, "snapshots", "no snapshot-epochNN.ckpt in"),
+        (no_checkpoints, "best", "no best-.*debug=fdr keeps no checkpoint"),
+    ]
+    for k, (where, which, message) in enumerate(cases):
+        cfg = eval_cfg(f"run_dir={where}", f"checkpoint={which}", f"output_dir={tmp_path}/{k}")
+        with pytest.raises(InputError, match=message):
+            evaluate(cfg)
+
+
 def test_eval_from_predictions_csv(run, tmp_path: Path) -> None:
     run_dir, metrics = run
     cfg = eval_cfg(
