@@ -133,8 +133,9 @@ def resolve_best(ckpt_dir: Path) -> Path:
     candidates = sorted(ckpt_dir.glob("best-*.ckpt"))
     if not candidates:
         raise CheckpointNotFound(
-            f"no best-*.ckpt in {ckpt_dir} (was validation disabled? a run trained with "
-            "debug=fdr keeps no checkpoint: evaluate its predictions=RUN/predictions.csv)"
+            f"no best-*.ckpt in {ckpt_dir}: validation was disabled, or the run trained with "
+            "debug=fdr, which keeps no checkpoint (train it without fast_dev_run; its "
+            "predictions.csv can still be evaluated: dermlit-eval predictions=RUN/predictions.csv)"
         )
     recorded, why = recorded_best(ckpt_dir.parent)
     chosen = [p for p in candidates if p.name in recorded]

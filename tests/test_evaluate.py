@@ -84,7 +84,7 @@ def test_an_unusable_checkpoint_is_an_input_error_naming_it(run, tmp_path: Path)
         (run_dir, str(tmp_path / "nope.ckpt"), "checkpoint not found: .*nope.ckpt"),
         (run_dir, str(not_a_checkpoint), "notes.ckpt is not a readable PyTorch checkpoint"),
         (run_dir, "snapshots", "no snapshot-epochNN.ckpt in"),
-        (no_checkpoints, "best", "no best-.*debug=fdr keeps no checkpoint"),
+        (no_checkpoints, "best", "no best-.*debug=fdr, which keeps no checkpoint"),
     ]
     for k, (where, which, message) in enumerate(cases):
         cfg = eval_cfg(f"run_dir={where}", f"checkpoint={which}", f"output_dir={tmp_path}/{k}")

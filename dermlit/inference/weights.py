@@ -34,8 +34,7 @@ def deployable_model(decisions: RunDecisions, device: str = "cpu") -> Deployable
         )
     except (FileNotFoundError, CheckpointError) as err:
         raise InputError(
-            f"{run_dir} has no usable checkpoint for its test_weights={which} ({err}); a run "
-            "trained with debug=fdr keeps none: train it without fast_dev_run"
+            f"{run_dir} has no usable checkpoint for its test_weights={which}: {err}"
         ) from None
     except ValueError as err:
         raise InputError(str(err)) from None
