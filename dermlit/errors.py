@@ -33,3 +33,8 @@ def exit_with(program: str, message: str, status: int = INPUT_ERROR_EXIT) -> NoR
     """Print ``program: message`` to stderr and exit with ``status``."""
     print(f"{program}: {message}", file=sys.stderr, flush=True)
     raise SystemExit(status)
+
+
+class DataNotFound(InputError, FileNotFoundError):
+    """A dataset's metadata, CSV or image folder is not where the config says: refused in one
+    line like any InputError, and still a FileNotFoundError for the callers that catch one."""

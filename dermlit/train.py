@@ -111,6 +111,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
 def fit_and_test(
     cfg: DictConfig, run_dir: Path, ckpt_path: str | Path | None, status: RunStatus
 ) -> dict[str, float]:
+    if cfg.trainer.get("max_epochs") == 0 and not cfg.trainer.get("fast_dev_run"):
+        raise InputError(  # Lightning would fit nothing and the run test an untrained model
+            "trainer.max_epochs=0 trains nothing: give at least 1 (or -1 with trainer.max_steps)"
+        )
     if is_rank_zero():
         (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
         (run_dir / ".hydra" / "resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))

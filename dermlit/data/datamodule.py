@@ -26,6 +26,7 @@ from dermlit.data.split_file import apply_split_file, file_sha256
 from dermlit.data.splits import SPLITS, GroupedSplit, SplitError, link_groups, split_table
 from dermlit.data.validation import OnError, apply_policy
 from dermlit.distributed import evaluation_sampler
+from dermlit.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,9 @@ class DermDataModule(L.LightningDataModule):
         colour_constancy: NoColourConstancy | None = None,
     ) -> None:
         super().__init__()
+        for key, value in (("image_size", image_size), ("batch_size", batch_size)):
+            if not isinstance(value, int) or value < 1:
+                raise InputError(f"data.{key} must be a positive integer, got {value!r}")
         self.source = source
         self.image_size = image_size
         self.batch_size = batch_size

@@ -10,6 +10,7 @@ import pandas as pd
 
 from dermlit.data.splits import SPLITS
 from dermlit.data.validation import ValidationReport, check_index
+from dermlit.errors import DataNotFound
 
 
 class CSVSource:
@@ -63,7 +64,7 @@ class CSVSource:
 
     def load(self) -> tuple[pd.DataFrame, ValidationReport]:
         if not self.csv_path.is_file():
-            raise FileNotFoundError(f"CSV source: {self.csv_path} not found (data.source.csv)")
+            raise DataNotFound(f"CSV source: {self.csv_path} not found (data.source.csv)")
         table = pd.read_csv(self.csv_path, sep=self.sep, dtype=str, keep_default_na=False)
         named = {k: v for k, v in self.columns.items() if v}
         wanted = {**named, "source": self.source_column} if self.source_column else named

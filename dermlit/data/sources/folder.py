@@ -9,6 +9,7 @@ import pandas as pd
 
 from dermlit.data.sources.ham10000 import IMAGE_SUFFIXES
 from dermlit.data.validation import ValidationReport, check_index
+from dermlit.errors import DataNotFound
 
 UNLABELLED = ""
 
@@ -30,7 +31,7 @@ class FolderSource:
 
     def load(self) -> tuple[pd.DataFrame, ValidationReport]:
         if not self.root.is_dir():
-            raise FileNotFoundError(f"image folder not found: {self.root}")
+            raise DataNotFound(f"image folder not found: {self.root}")
         pattern = "**/*" if self.recursive else "*"
         paths = [
             p
@@ -38,7 +39,7 @@ class FolderSource:
             if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
         ]
         if not paths:
-            raise FileNotFoundError(f"no {'/'.join(IMAGE_SUFFIXES)} image in {self.root}")
+            raise DataNotFound(f"no {'/'.join(IMAGE_SUFFIXES)} image in {self.root}")
         # the path below root without suffix: unique in sub-folders, the plain stem otherwise
         ids = [p.relative_to(self.root).with_suffix("").as_posix() for p in paths]
         df = pd.DataFrame(

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from dermlit.data.validation import ValidationReport, check_index
+from dermlit.errors import DataNotFound
 
 METADATA_FILE = "HAM10000_metadata.csv"
 IMAGE_DIRS = ("HAM10000_images_part_1", "HAM10000_images_part_2", "images")
@@ -57,7 +58,7 @@ class HAM10000Source:
         """The index table and its metadata validation report (nothing decoded yet)."""
         meta_path = self.root / METADATA_FILE
         if not meta_path.is_file():
-            raise FileNotFoundError(
+            raise DataNotFound(
                 f"HAM10000 metadata not found: {meta_path}. Expected the official layout "
                 f"({METADATA_FILE} plus {' or '.join(IMAGE_DIRS)}/); set data.source.root."
             )

@@ -20,6 +20,7 @@ import pandas as pd
 
 from dermlit.data.sources.ham10000 import scan_images
 from dermlit.data.validation import ValidationReport, check_index
+from dermlit.errors import DataNotFound
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ class ISIC2019Source:
     def load(self) -> tuple[pd.DataFrame, ValidationReport]:
         gt_path = self.root / self.ground_truth
         if not gt_path.is_file():
-            raise FileNotFoundError(
+            raise DataNotFound(
                 f"ISIC 2019 ground truth not found: {gt_path}; set data.source.root "
                 f"(and data.source.ground_truth if renamed)"
             )

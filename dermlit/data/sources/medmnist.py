@@ -26,6 +26,7 @@ from PIL import Image
 
 from dermlit.constants import CLASSES
 from dermlit.data.validation import ValidationReport, check_index
+from dermlit.errors import DataNotFound
 
 #: npz split prefix -> dermlit split name
 SPLITS = {"train": "train", "val": "val", "test": "test"}
@@ -106,7 +107,7 @@ class MedMNISTSource:
 
     def load(self) -> tuple[pd.DataFrame, ValidationReport]:
         if not self.npz_path.is_file():
-            raise FileNotFoundError(
+            raise DataNotFound(
                 f"MedMNIST file not found: {self.npz_path}; set data.source.root and "
                 f"data.source.filename (e.g. dermamnist_64.npz)"
             )
