@@ -73,8 +73,6 @@ def test_eval_with_raw_weights_and_missing_ema(run) -> None:
 def test_an_unusable_checkpoint_is_an_input_error_naming_it(run, tmp_path: Path) -> None:
     """Refused in one line by the CLIs (InputError), not a traceback with exit status 1: it was
     a FileNotFoundError for a missing file and a run without checkpoints (debug=fdr)."""
-    import shutil
-
     run_dir, _ = run
     not_a_checkpoint = tmp_path / "notes.ckpt"
     not_a_checkpoint.write_text("not a checkpoint")

@@ -5,6 +5,7 @@ exit status 0. Each is now an InputError (one line, exit status 2) that names th
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -17,9 +18,9 @@ from tests.tiny_run import TINY_RUN
 
 @pytest.mark.parametrize("key", ["image_size", "batch_size"])
 @pytest.mark.parametrize("value", [0, -3])
-def test_sizes_must_be_positive(key: str, value: int, tiny_ham: Path) -> None:
+def test_sizes_must_be_positive(key: str, value: int, tmp_path: Path) -> None:
     with pytest.raises(InputError, match=rf"data\.{key} must be a positive integer, got {value}"):
-        DermDataModule(HAM10000Source(tiny_ham), **{key: value})
+        DermDataModule(HAM10000Source(tmp_path), **{key: value})  # refused before any read
 
 
 def test_a_missing_dataset_is_an_input_error_and_still_a_file_not_found(tmp_path: Path) -> None:
@@ -28,8 +29,10 @@ def test_a_missing_dataset_is_an_input_error_and_still_a_file_not_found(tmp_path
     assert isinstance(err.value, FileNotFoundError)  # `dermlit data check` catches that
 
 
-def test_zero_epochs_is_refused_before_anything_is_written(train_in_process, tmp_path) -> None:
+def test_zero_epochs_is_refused_before_training(train_in_process, tmp_path) -> None:
     run = tmp_path / "run"
     with pytest.raises(InputError, match="trainer.max_epochs=0 trains nothing"):
         train_in_process(run, *TINY_RUN, "trainer.max_epochs=0")
     assert not (run / "metrics.json").exists() and not (run / ".hydra" / "resolved.yaml").exists()
+    status = json.loads((run / "status.json").read_text())  # what sweep-summary lists
+    assert status["state"] == "failed" and "max_epochs=0 trains nothing" in status["error"]
