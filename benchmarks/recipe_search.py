@@ -55,6 +55,17 @@ LATE_SAM_3X16 = [
     "~optim.scheduler.T_max",
     "+optim.scheduler.T_0=16",
 ]
+#: n7 (docs/recipes.md section 12): n4's training (64 px, 3 restarting cycles of 18 epochs) with
+#: label smoothing and dropout before the classifier
+REGULARISED_3X18 = [
+    *FAST,
+    *MACRO_F1_RULE,
+    "data.image_size=64",
+    "trainer.max_epochs=54",
+    "optim=adamw_restarts",
+    "loss.label_smoothing=0.1",
+    "model.backbone.drop_rate=0.2",
+]
 #: candidate -> dermlit-train overrides
 CANDIDATES: dict[str, list[str]] = {
     # the recipe before issue 17 (section 2's C3), re-run: the reference of `dermlit compare`
@@ -157,6 +168,11 @@ CANDIDATES: dict[str, list[str]] = {
     # epochs so that 38 plain + 10 SAM epochs (~1.65x a plain one on the EPYC) cost n4's 54
     "n6_late_sam_3x16": LATE_SAM_3X16,
     "n6_seed1_late_sam_3x16": [*LATE_SAM_3X16, "seed=1"],
+    # n4's training with a regularised head (docs/recipes.md section 12): label smoothing 0.1
+    # and dropout 0.2 before the classifier, against the overconfidence of the EMA's rising
+    # validation loss past epoch 20; no compute added, so n4's budget
+    "n7_smooth_drop_3x18": REGULARISED_3X18,
+    "n7_seed1_smooth_drop_3x18": [*REGULARISED_3X18, "seed=1"],
     # the chosen training (n1) on the source-shift benchmark (test = rosendahl, issue 19 item 4)
     "loso_rosendahl": [
         *FAST,
