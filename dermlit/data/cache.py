@@ -1,9 +1,10 @@
 """Decoded, resized uint8 images in one memory-mapped array, built once per (source, size).
 
 Epochs after the first and later runs decode no JPEG: a ``(N, S, S, 3)`` uint8 ``.npy`` file is
-opened with ``mmap_mode='r'``. Its name carries a fingerprint of the image files (ids, paths,
-sizes, mtimes) and the preprocessing (size, version, colour constancy), so any change to the
-source or to the preprocessing builds a new cache.
+opened with ``mmap_mode='r'``. Its name carries a fingerprint of the images' ids and bytes
+(:mod:`dermlit.data.fingerprint`: a copy of the same files elsewhere finds it) and of the
+preprocessing (size, version, colour constancy), so any change to the images or to the
+preprocessing builds a new cache.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pandas as pd
 from PIL import Image
 
 from dermlit.data.colour_constancy import NoColourConstancy
-from dermlit.data.sources.ham10000 import fingerprint_files
+from dermlit.data.fingerprint import content_fingerprint
 
 log = logging.getLogger(__name__)
 PREPROCESS_VERSION = 1
@@ -66,7 +67,7 @@ class ImageCache:
         cache_dir = Path(cache_dir)
         cache_dir.mkdir(parents=True, exist_ok=True)
         cc = colour_constancy if colour_constancy is not None else NoColourConstancy()
-        key = f"{fingerprint_files(df)}-{size}px-v{PREPROCESS_VERSION}"
+        key = f"{content_fingerprint(df, cache_dir)}-{size}px-v{PREPROCESS_VERSION}"
         key += f"-{cc.cache_key}" if cc.cache_key else ""
         array_path, meta_path = cache_dir / f"{key}.npy", cache_dir / f"{key}.json"
         if array_path.is_file() and meta_path.is_file():

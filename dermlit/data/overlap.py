@@ -8,7 +8,6 @@ tables; :func:`warn_training_overlap` is what ``dermlit-eval`` calls on external
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -17,20 +16,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from dermlit.data.fingerprint import content_fingerprint, file_digest
 from dermlit.data.image_features import extract_features
 from dermlit.data.near_duplicates import NearDuplicateDetector
 from dermlit.data.validation import describe_ids
 
 log = logging.getLogger(__name__)
 COLUMNS = ["image_a", "image_b", "match", "similarity", "label_a", "label_b"]
-
-
-def file_digest(path: str) -> str:
-    try:
-        with open(path, "rb") as fh:
-            return hashlib.blake2b(fh.read(), digest_size=16).hexdigest()
-    except OSError:
-        return ""
 
 
 def find_overlap(
@@ -78,11 +70,9 @@ def cached_overlap(
     cache_dir: str | os.PathLike | None,
 ) -> pd.DataFrame:
     """:func:`find_overlap`, cached per (both image sets, detector) in ``cache_dir``."""
-    from dermlit.data.sources.ham10000 import fingerprint_files
-
     if cache_dir is None:
         return find_overlap(a, b, detector)
-    key = f"{fingerprint_files(a)}-{fingerprint_files(b)}-{f'{detector.key}-{detector.threshold}' if detector else 'exact'}"
+    key = f"{content_fingerprint(a, cache_dir)}-{content_fingerprint(b, cache_dir)}-{f'{detector.key}-{detector.threshold}' if detector else 'exact'}"
     path = Path(cache_dir) / f"{key}.csv"
     if path.is_file():
         found = pd.read_csv(path, dtype={"image_a": str, "image_b": str})

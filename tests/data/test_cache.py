@@ -69,7 +69,7 @@ def test_cache_invalidated_when_source_or_size_changes(
 
 
 def test_fingerprint_is_the_same_for_the_same_files_reached_by_another_path(tiny_ham) -> None:
-    from dermlit.data.sources.ham10000 import fingerprint_files
+    from dermlit.data.fingerprint import stat_fingerprint as fingerprint_files
 
     direct, _ = HAM10000Source(tiny_ham).load()
     detour, _ = HAM10000Source(tiny_ham / "images" / "..").load()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -77,19 +76,3 @@ class HAM10000Source:
         front = ["image_id", "path", "label", "lesion_id"]
         df = df[front + [c for c in df.columns if c not in front]]
         return df, check_index(df, f"{self.name} at {self.root}")
-
-
-def fingerprint_files(df: pd.DataFrame) -> str:
-    """A hash of ids, real paths, sizes and modification times: changes when any image changes.
-
-    Paths are resolved first, so the same files reached another way (``main/../shared/x`` vs
-    ``/work/shared/x``, a symlink) share the decoded-image and near-duplicate caches."""
-    h = hashlib.sha256()
-    for image_id, path in df[["image_id", "path"]].itertuples(index=False):
-        path = os.path.realpath(path)
-        try:
-            st = os.stat(path)
-            h.update(f"{image_id}|{path}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-        except OSError:
-            h.update(f"{image_id}|{path}|missing\n".encode())
-    return h.hexdigest()[:16]
