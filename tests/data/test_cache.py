@@ -69,12 +69,12 @@ def test_cache_invalidated_when_source_or_size_changes(
 
 
 def test_fingerprint_is_the_same_for_the_same_files_reached_by_another_path(tiny_ham) -> None:
-    from dermlit.data.fingerprint import stat_fingerprint as fingerprint_files
+    from dermlit.data.fingerprint import stat_fingerprint
 
     direct, _ = HAM10000Source(tiny_ham).load()
     detour, _ = HAM10000Source(tiny_ham / "images" / "..").load()
     assert detour["path"].iloc[0] != direct["path"].iloc[0]  # the strings differ
-    before = fingerprint_files(direct)
-    assert fingerprint_files(detour) == before
+    before = stat_fingerprint(direct)
+    assert stat_fingerprint(detour) == before
     (tiny_ham / "images" / f"{direct['image_id'].iloc[0]}.jpg").write_bytes(b"changed")
-    assert fingerprint_files(direct) != before
+    assert stat_fingerprint(direct) != before
