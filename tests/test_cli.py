@@ -22,6 +22,35 @@ def test_data_check_through_the_entry_point(tiny_ham: Path, tmp_path: Path) -> N
         [*cmd[:5], str(tmp_path / "missing")], cwd=REPO, capture_output=True, text=True
     )
     assert bad.returncode == 2 and "cannot read the dataset" in bad.stdout, bad.stdout
+    # the hint is in this command's terms: DIR, not dermlit-train's data.source.root
+    flat = " ".join(bad.stdout.split())
+    assert "check DIR" in flat and "data.source" not in flat, bad.stdout
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        (
+            "HAM10000 metadata not found: /x/m.csv. Expected ...; set data.source.root.",
+            "HAM10000 metadata not found: /x/m.csv. Expected ...; check DIR.",
+        ),
+        (
+            "ground truth not found: /x/gt.csv; set data.source.root "
+            "(and data.source.ground_truth if renamed)",
+            "ground truth not found: /x/gt.csv; check DIR (and -o ground_truth=... if renamed)",
+        ),
+        (
+            "CSV source: /x/l.csv not found (data.source.csv)",
+            "CSV source: /x/l.csv not found (-o csv=...)",
+        ),
+    ],
+)
+def test_data_check_names_its_own_arguments(message: str, expected: str) -> None:
+    """``dermlit data check`` rewrites the sources' dermlit-train keys into DIR and ``-o``."""
+    from dermlit.data.cli import in_check_terms
+
+    assert in_check_terms(FileNotFoundError(message)) == expected
+    assert in_check_terms(KeyError(message)) == expected  # not str(KeyError)'s quotes
 
 
 def test_help_lists_every_subcommand(capsys) -> None:

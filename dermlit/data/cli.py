@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -185,6 +186,15 @@ def run_overlap(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def in_check_terms(err: Exception) -> str:
+    """``err``'s message with its config keys as this command's arguments. The sources name
+    the ``dermlit-train`` keys to fix (``data.source.root``, ``data.source.csv``); ``check``
+    composes the same keys from ``DIR`` and ``-o KEY=VALUE``, so those are what to change."""
+    message = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+    message = re.sub(r"(set )?data\.source\.root", "check DIR", message)
+    return re.sub(r"data\.source\.(\w+)", r"-o \1=...", message)
+
+
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     console = Console()
@@ -230,7 +240,7 @@ def run(args: argparse.Namespace) -> int:
             thresholds=None if args.no_pixels else FaultThresholds(),
         )
     except (FileNotFoundError, ValueError, KeyError) as err:
-        console.print(f"[red]cannot read the dataset[/]: {err}")
+        console.print(f"[red]cannot read the dataset[/]: {in_check_terms(err)}")
         return 2
     print_result(result, console)
     if args.out is not None:
