@@ -44,6 +44,65 @@ def load_square(path: str | os.PathLike, size: int) -> np.ndarray:
         return np.asarray(square_crop(img.convert("RGB"), size), dtype=np.uint8)
 
 
+def decode_into(
+    array: np.ndarray, rows_paths, image_ids: list[str], size: int, workers: int = 4
+) -> dict[str, str]:
+    """Decode each ``(row, path)`` into ``array[row]``; the ids that failed, with the reason."""
+    bad: dict[str, str] = {}
+
+    def decode(i_path: tuple[int, str]) -> None:
+        i, path = i_path
+        try:
+            array[i] = load_square(path, size)
+        except (OSError, ValueError, SyntaxError) as err:  # corrupt/truncated/not an image
+            bad[image_ids[i]] = f"{type(err).__name__}: {err}"
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(decode, rows_paths))
+    return bad
+
+
+def write_meta(meta_path: Path, meta: dict) -> None:
+    """The cache's id list and failures, replaced in one step (a reader sees old or new)."""
+    tmp = meta_path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(meta))
+    os.replace(tmp, meta_path)
+
+
+def retry_failures(
+    df: pd.DataFrame,
+    size: int,
+    cc: NoColourConstancy,
+    array_path: Path,
+    meta_path: Path,
+    meta: dict,
+) -> dict[str, str]:
+    """Decode the cached failures again and keep only those that still fail. The key holds the
+    files' bytes, not their readability: an I/O error, a full file table or a permission fixed
+    since must not drop an image from every later run until someone deletes the cache."""
+    row_of = {image_id: i for i, image_id in enumerate(meta["image_ids"])}
+    path_of = dict(zip(df["image_id"].astype(str), df["path"].astype(str), strict=True))
+    retry = [(row_of[i], path_of[i]) for i in meta["bad"] if i in row_of and i in path_of]
+    fresh = np.zeros((len(retry), size, size, 3), dtype=np.uint8)
+    local_ids = [meta["image_ids"][row] for row, _ in retry]
+    still_bad = decode_into(
+        fresh, [(k, path) for k, (_, path) in enumerate(retry)], local_ids, size
+    )
+    recovered = [k for k, image_id in enumerate(local_ids) if image_id not in still_bad]
+    if not recovered:
+        return meta["bad"]
+    cc.apply_array(fresh)
+    array = np.load(array_path, mmap_mode="r+")
+    for k in recovered:
+        array[retry[k][0]] = fresh[k]
+    array.flush()
+    del array
+    bad = {i: why for i, why in meta["bad"].items() if i not in path_of or i in still_bad}
+    write_meta(meta_path, {**meta, "bad": bad})
+    log.info("Image cache: %d earlier decode failure(s) now decode", len(recovered))
+    return bad
+
+
 class ImageCache:
     """The decoded images of one index table at one size; ``bad`` holds undecodable ids."""
 
@@ -73,6 +132,8 @@ class ImageCache:
         if array_path.is_file() and meta_path.is_file():
             meta = json.loads(meta_path.read_text())
             log.info("Image cache hit: %s", array_path)
+            if meta["bad"]:
+                meta["bad"] = retry_failures(df, size, cc, array_path, meta_path, meta)
             return cls(array_path, meta["image_ids"], meta["bad"])
         log.info("Decoding %d images at %d px into %s", len(df), size, array_path)
         image_ids = df["image_id"].astype(str).tolist()
@@ -80,27 +141,12 @@ class ImageCache:
         array = np.lib.format.open_memmap(
             tmp, mode="w+", dtype=np.uint8, shape=(len(df), size, size, 3)
         )
-        bad: dict[str, str] = {}
-
-        def decode(i_path: tuple[int, str]) -> None:
-            i, path = i_path
-            try:
-                array[i] = load_square(path, size)
-            except (OSError, ValueError, SyntaxError) as err:  # corrupt/truncated/not an image
-                bad[image_ids[i]] = f"{type(err).__name__}: {err}"
-
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(decode, enumerate(df["path"].astype(str))))
+        bad = decode_into(array, enumerate(df["path"].astype(str)), image_ids, size, workers)
         cc.apply_array(array)
         array.flush()
         os.replace(tmp, array_path)
-        meta_tmp = meta_path.with_suffix(f".tmp{os.getpid()}")
-        meta_tmp.write_text(
-            json.dumps(
-                {"image_ids": image_ids, "bad": bad, "size": size, "colour_constancy": repr(cc)}
-            )
-        )
-        os.replace(meta_tmp, meta_path)
+        meta = {"image_ids": image_ids, "bad": bad, "size": size, "colour_constancy": repr(cc)}
+        write_meta(meta_path, meta)
         return cls(array_path, image_ids, bad)
 
     def rows(self, image_ids: pd.Series) -> np.ndarray:

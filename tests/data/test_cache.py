@@ -78,3 +78,37 @@ def test_fingerprint_is_the_same_for_the_same_files_reached_by_another_path(tiny
     assert stat_fingerprint(detour) == before
     (tiny_ham / "images" / f"{direct['image_id'].iloc[0]}.jpg").write_bytes(b"changed")
     assert stat_fingerprint(direct) != before
+
+
+def test_a_failure_that_was_transient_is_decoded_on_the_next_load(
+    tiny_ham: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """The key holds the files' bytes, not whether they could be read: an I/O error at build
+    time must not drop the image from every later run (it did, until the cache was deleted)."""
+    df = HAM10000Source(tiny_ham).load()[0]
+    victim, real = df["image_id"].iloc[3], cache_module.load_square
+
+    def flaky(path, size):
+        if victim in str(path):
+            raise OSError(5, "Input/output error")
+        return real(path, size)
+
+    monkeypatch.setattr(cache_module, "load_square", flaky)
+    assert set(ImageCache.build_or_load(df, 16, tmp_path / "c").bad) == {victim}
+    monkeypatch.setattr(cache_module, "load_square", real)
+    calls = count_decodes(monkeypatch)
+    healed = ImageCache.build_or_load(df, 16, tmp_path / "c")
+    assert healed.bad == {} and calls[0] == 1, "only the earlier failure is decoded again"
+    row = healed.rows(df["image_id"].iloc[[3]])[0]
+    np.testing.assert_array_equal(healed.array[row], load_square(df["path"].iloc[3], 16))
+    assert ImageCache.build_or_load(df, 16, tmp_path / "c").bad == {}  # and it was persisted
+
+
+def test_a_corrupt_file_stays_a_failure(tiny_ham: Path, tmp_path: Path) -> None:
+    df = HAM10000Source(tiny_ham).load()[0]
+    Path(df["path"].iloc[2]).write_bytes(b"not a jpeg")
+    df = HAM10000Source(tiny_ham).load()[0]
+    first = ImageCache.build_or_load(df, 16, tmp_path / "c")
+    again = ImageCache.build_or_load(df, 16, tmp_path / "c")
+    assert set(first.bad) == set(again.bad) == {df["image_id"].iloc[2]}
+    assert "UnidentifiedImageError" in again.bad[df["image_id"].iloc[2]]
