@@ -179,6 +179,25 @@ class Evaluation:
     report: Report
 
 
+def in_sample_images(outputs: SplitOutputs, val: SplitOutputs) -> int:
+    """How many evaluated images are also among the labelled validation images that the
+    temperature, the conformal thresholds and a decision rule are fitted on."""
+    fitted = {i for i, t in zip(val.image_ids, val.targets, strict=True) if t >= 0}
+    return sum(str(i) in fitted for i in map(str, outputs.image_ids))
+
+
+def in_sample_note(shared: int, n_images: int, split: str) -> str:
+    """The report's warning when the evaluation scores the images it was fitted on
+    (``dermlit-eval split=val``): the numbers are in-sample, not held-out evidence."""
+    return (
+        f"In-sample: {shared} of these {n_images} {split} images are validation images that the "
+        "temperature, the conformal thresholds and any decision rule were fitted on, so the "
+        "calibration after scaling, the conformal coverage and the adjusted metrics are "
+        "in-sample on them, not held-out evidence (coverage is at least 1 - alpha by "
+        "construction). Evaluate the test split for held-out numbers."
+    )
+
+
 def write_evaluation(
     out_dir: str | Path,
     outputs: SplitOutputs,
@@ -206,6 +225,9 @@ def write_evaluation(
 
         selection.update({f"{split}/adabn": True, f"{split}/adabn_images": adabn_images})
         notes.append(adabn_note(adabn_images))
+    if val is not None and (shared := in_sample_images(outputs, val)):
+        selection[f"{split}/fitted_in_sample"] = shared
+        notes.append(in_sample_note(shared, len(outputs.image_ids), split))
     if val is not None and posthoc is not None and posthoc.fitted_on_validation:
         posthoc.fit(val.logits, val.targets, class_counts)
         if posthoc.transductive:  # the UNLABELLED test logits: no targets go in

@@ -176,6 +176,12 @@ def add_calibration(
         return p
     val_logits, val_targets = (np.asarray(a) for a in val)
     keep = val_targets >= 0
+    if not keep.any():
+        out.notes.append(
+            "The validation predictions have no labels: temperature scaling and the conformal "
+            "sets skipped; decisions and referral use the uncalibrated probabilities."
+        )
+        return p
     out.temperature = fit_temperature(val_logits[keep], val_targets[keep])
     decide = apply_temperature(z, out.temperature)
     m[out.key("temperature")] = out.temperature
@@ -188,20 +194,19 @@ def add_calibration(
     out.class_reliability["after"] = _class_curves(decide, t, s.n_bins)
     # conformal sets from the probabilities dermlit predict outputs (temperature-scaled),
     # calibrated on the validation split's, scaled alike
-    if keep.any():
-        val_probs = apply_temperature(val_logits[keep], out.temperature)
-        out.conformal = evaluate_conformal(
-            val_probs,
-            val_targets[keep],
-            decide,
-            t,
-            out.split,
-            s.conformal_alpha,
-            s.n_resamples,
-            s.seed,
-            s.alpha,
-        )
-        m.update(out.conformal.metrics)
+    val_probs = apply_temperature(val_logits[keep], out.temperature)
+    out.conformal = evaluate_conformal(
+        val_probs,
+        val_targets[keep],
+        decide,
+        t,
+        out.split,
+        s.conformal_alpha,
+        s.n_resamples,
+        s.seed,
+        s.alpha,
+    )
+    m.update(out.conformal.metrics)
     return decide
 
 

@@ -68,7 +68,7 @@ def conformal_section(r: Report, a: Analysis) -> None:
             "share": [f"{n / total:.3f}" for n in counts],
         }
     )
-    r.table(Table("conformal_set_sizes", "set-size distribution (all images)", dist))
+    r.table(Table("conformal_set_sizes", "set-size distribution (the labelled images)", dist))
     r.text(f"Empty sets: {with_ci(a, 'conformal_empty_rate')} of the images.")
 
 

@@ -119,3 +119,43 @@ def test_without_metadata_or_validation_no_new_keys(tmp_path: Path) -> None:
         "No validation predictions: no conformal sets"
         in (tmp_path / "report" / "report.md").read_text()
     )
+
+
+def test_evaluating_the_validation_images_says_the_numbers_are_in_sample(tmp_path: Path) -> None:
+    """``dermlit-eval split=val`` fits the temperature and the conformal thresholds on the very
+    images it scores: the coverage is then ceil((n_c + 1)(1 - alpha)) / n_c by construction
+    (checked here by hand), so the report must say the numbers are in-sample."""
+    val = outputs(400, 4, with_metadata=False)
+    settings = EvalSettings.defaults(n_resamples=50, seed=0)
+    write_evaluation(tmp_path, val, "val", val=val, settings=settings)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["val/fitted_in_sample"] == 400
+    alpha = settings.conformal_alpha
+    for c, name in enumerate(CLASSES):
+        n_c = int((val.targets == c).sum())
+        rank = math.ceil((n_c + 1) * (1 - alpha) - 1e-9)
+        if rank <= n_c:  # the in-sample coverage is exactly the conformal rank
+            assert metrics[f"val/conformal_coverage_{name}"] == pytest.approx(rank / n_c)
+    md = " ".join((tmp_path / "report" / "report.md").read_text().split())
+    assert "In-sample: 400 of these 400 val images" in md
+
+
+def test_held_out_evaluation_is_not_flagged_in_sample(written) -> None:
+    out, metrics, _, _ = written
+    assert "test/fitted_in_sample" not in metrics
+    assert "In-sample" not in (out / "report" / "report.md").read_text()
+
+
+def test_unlabelled_validation_predictions_skip_the_calibration(tmp_path: Path) -> None:
+    """It crashed in the temperature fit ('probs and targets are empty') for a
+    val_predictions.csv without labels, instead of skipping what needs them."""
+    test, val = outputs(300, 5, with_metadata=False), outputs(200, 6, with_metadata=False)
+    val = SplitOutputs(val.image_ids, val.logits, np.full(200, -1), None)
+    write_evaluation(tmp_path, test, val=val, settings=EvalSettings.defaults(n_resamples=50))
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert "test/temperature" not in metrics and not [k for k in metrics if "conformal" in k]
+    assert metrics["test/macro_f1"] == pytest.approx(
+        f1_score(test.targets, test.logits.argmax(1), average="macro", labels=range(K))
+    )
+    md = " ".join((tmp_path / "report" / "report.md").read_text().split())
+    assert "The validation predictions have no labels" in md
