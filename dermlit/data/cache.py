@@ -37,11 +37,50 @@ def square_crop(img: Image.Image, size: int) -> Image.Image:
     return img.crop((left, top, left + size, top + size))
 
 
+#: PIL modes of more than 8 bits per pixel, whose ``convert("RGB")`` clips to 0-255
+WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
+def eight_bit_scale(img: Image.Image) -> float:
+    """The factor that brings a 16-bit or 32-bit grayscale image to 0-255. PIL's
+    ``convert("RGB")`` clips these modes instead of scaling them: a 16-bit image came out solid
+    white and a float one in [0, 1] solid black. ``I;16*`` is scaled by its bit depth; ``I`` and
+    ``F`` carry no range, so theirs is read from the values (8-bit, 16-bit or [0, 1] floats)."""
+    if img.mode.startswith("I;16"):
+        return 255 / 65535
+    values = np.asarray(img, dtype=np.float64)
+    low, high = float(values.min()), float(values.max())
+    if not np.isfinite(values).all() or low < 0:
+        raise ValueError(
+            f"{img.mode} image with values in [{low:g}, {high:g}]: not an 8-bit, 16-bit or "
+            "[0, 1] grayscale image; convert it to 8-bit RGB"
+        )
+    if img.mode == "F" and high <= 1.0:
+        return 255.0
+    if high <= 255:
+        return 1.0
+    if high <= 65535:
+        return 255 / 65535
+    raise ValueError(
+        f"{img.mode} image with values up to {high:g}: not an 8-bit, 16-bit or [0, 1] "
+        "grayscale image; convert it to 8-bit RGB"
+    )
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """``img`` as 8-bit RGB; a grayscale image of more than 8 bits is scaled to 0-255 first
+    (:func:`eight_bit_scale`), then its channel repeated like any grayscale image."""
+    if img.mode not in WIDE_MODES:
+        return img.convert("RGB")
+    scaled = np.asarray(img, dtype=np.float64) * eight_bit_scale(img)
+    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), "L").convert("RGB")
+
+
 def load_square(path: str | os.PathLike, size: int) -> np.ndarray:
     """The image at ``path`` as uint8 RGB (size, size, 3), through :func:`square_crop`."""
     with Image.open(path) as img:
         img.draft("RGB", (size, size))  # lets the JPEG decoder downscale cheaply
-        return np.asarray(square_crop(img.convert("RGB"), size), dtype=np.uint8)
+        return np.asarray(square_crop(to_rgb(img), size), dtype=np.uint8)
 
 
 def decode_into(

@@ -2,8 +2,9 @@
 through the training cache's geometry, with the problems of one image kept as its row's reason.
 
 Colour: the models are trained on RGB dermoscopy. A grayscale image (PIL modes L, I, I;16, F)
-is CONVERTED by repeating its channel (the ``note`` column says so: a colourless image is out
-of the training distribution); RGBA/LA/PA images are converted by dropping the alpha channel
+is CONVERTED by repeating its channel, after scaling a 16-bit or float one to 8 bits
+(``data.cache.to_rgb``; the ``note`` column says so: a colourless image is out of the training
+distribution); RGBA/LA/PA images are converted by dropping the alpha channel
 (noted); palette and CMYK images are converted to RGB (noted). Nothing is refused for its mode;
 an image PIL cannot decode is listed with the reason in the ``error`` column.
 """
@@ -19,7 +20,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from dermlit.data.cache import square_crop
+from dermlit.data.cache import WIDE_MODES, square_crop, to_rgb
 from dermlit.errors import InputError
 
 #: files of a folder that are read as images (case-insensitive)
@@ -99,6 +100,8 @@ class ImageProblem(ValueError):
 
 
 def colour_note(mode: str) -> str:
+    if mode in WIDE_MODES:
+        return f"grayscale ({mode}) scaled to 8 bits, converted to RGB by repeating the channel"
     if mode in GRAYSCALE_MODES:
         return f"grayscale ({mode}) converted to RGB by repeating the channel"
     if mode in ALPHA_MODES:
@@ -117,7 +120,7 @@ def decode(path: Path, size: int) -> tuple[np.ndarray, str]:
         with Image.open(path) as img:
             note = colour_note(img.mode)
             img.draft("RGB", (size, size))  # as load_square: the JPEG decoder downscales
-            array = np.asarray(square_crop(img.convert("RGB"), size), dtype=np.uint8)
+            array = np.asarray(square_crop(to_rgb(img), size), dtype=np.uint8)
     except UnidentifiedImageError:
         raise ImageProblem(f"not an image PIL can read: {path.name}") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:

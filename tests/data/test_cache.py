@@ -112,3 +112,42 @@ def test_a_corrupt_file_stays_a_failure(tiny_ham: Path, tmp_path: Path) -> None:
     again = ImageCache.build_or_load(df, 16, tmp_path / "c")
     assert set(first.bad) == set(again.bad) == {df["image_id"].iloc[2]}
     assert "UnidentifiedImageError" in again.bad[df["image_id"].iloc[2]]
+
+
+def gray_ramp() -> np.ndarray:
+    """An 8-bit grayscale ramp with its extremes, 30 x 40."""
+    return np.tile(np.linspace(0, 255, 40).round().astype(np.uint8), (30, 1))
+
+
+@pytest.mark.parametrize(
+    ("mode", "suffix", "encode"),
+    [
+        ("I;16", ".png", lambda g: g.astype(np.uint16) * 257),  # 16-bit PNG, full range
+        ("F", ".tif", lambda g: g.astype(np.float32) / 255),  # float TIFF in [0, 1]
+        ("F", ".tif", lambda g: g.astype(np.float32)),  # float TIFF in [0, 255]
+        ("I", ".tif", lambda g: g.astype(np.int32) * 257),  # 32-bit int holding 16-bit data
+    ],
+)
+def test_wide_grayscale_is_scaled_to_eight_bits_not_clipped(
+    tmp_path: Path, mode: str, suffix: str, encode
+) -> None:
+    """PIL's convert("RGB") clips I;16/I/F to 0-255: a 16-bit image came out solid white and a
+    [0, 1] float one solid black. The reference is the same ramp saved as 8-bit L."""
+    gray = gray_ramp()
+    Image.fromarray(gray, "L").save(tmp_path / "ref.png")
+    path = tmp_path / f"wide{suffix}"
+    wide = Image.fromarray(encode(gray))
+    wide = wide if wide.mode == mode else wide.convert(mode)
+    wide.save(path)
+    with Image.open(path) as img:
+        assert img.mode in (mode, "I;16") and img.mode != "L"
+    np.testing.assert_allclose(
+        load_square(path, 16).astype(int), load_square(tmp_path / "ref.png", 16), atol=1
+    )
+
+
+def test_a_grayscale_image_of_unknown_range_is_refused_with_its_values(tmp_path: Path) -> None:
+    path = tmp_path / "odd.tif"
+    Image.fromarray(np.full((20, 20), -3.5, np.float32)).save(path)
+    with pytest.raises(ValueError, match=r"F image with values in \[-3.5, -3.5\].*8-bit RGB"):
+        load_square(path, 16)
