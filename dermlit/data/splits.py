@@ -15,10 +15,12 @@ import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from dermlit.errors import InputError
+
 SPLITS = ("train", "val", "test")
 
 
-class SplitError(ValueError):
+class SplitError(InputError):
     """A split cannot be made as configured (e.g. a class would be empty in a split)."""
 
 
@@ -81,7 +83,15 @@ def assign_groups(
     fractions). Every class gets >= 1 group in every split (:class:`SplitError` otherwise)."""
     rng = np.random.default_rng(seed)
     key = df["lesion_id"] if groups is None else groups
-    df = pd.DataFrame({"lesion_id": key.to_numpy(), "label": df["label"].to_numpy()}, df.index)
+    lesion_ids = df["lesion_id"] if "lesion_id" in df.columns else key
+    df = pd.DataFrame(
+        {
+            "lesion_id": key.to_numpy(),
+            "label": df["label"].to_numpy(),
+            "lesion": lesion_ids.to_numpy(),  # only for the error message's count
+        },
+        df.index,
+    )
     per_lesion = df.groupby("lesion_id").size()
     labels = lesion_labels(df)
     assignment: dict[str, str] = {}
@@ -92,30 +102,92 @@ def assign_groups(
         # midpoint of each lesion's block of images decides its split
         mid = (np.cumsum(sizes) - sizes / 2) / sizes.sum()
         which = np.searchsorted(bounds, mid, side="right")
-        which = _fill_empty_splits(which, sizes, label, names)
+        which = _fill_empty_splits(which, sizes, names)
         assignment.update(zip(lesions, (names[i] for i in which), strict=True))
+    _cover_every_class(df, assignment, names)
     return df["lesion_id"].map(assignment).rename("split")
 
 
 def _fill_empty_splits(
-    which: np.ndarray, sizes: np.ndarray, label: str, names: tuple[str, ...] = SPLITS
+    which: np.ndarray, sizes: np.ndarray, names: tuple[str, ...] = SPLITS
 ) -> np.ndarray:
     """A rare class with few lesions can miss a split by rounding: move into each empty split
-    the smallest lesion of the split that has the most lesions (the class keeps >= 1 per split)."""
+    the smallest lesion of the split that has the most lesions (the class keeps >= 1 per split).
+    A split left empty here (too few groups) is :func:`_cover_every_class`'s to fill or refuse."""
     which = which.copy()
     for empty in range(len(names)):
         if np.any(which == empty):
             continue
         donor = np.bincount(which, minlength=len(names)).argmax()
         candidates = np.flatnonzero(which == donor)
-        if len(candidates) < 2:
-            raise SplitError(
-                f"class {label!r} has no image in the {names[empty]} split "
-                f"({len(which)} lesion(s), {sizes.sum()} image(s) in all): "
-                f"a class needs at least {len(names)} lesions; use more data"
-            )
-        which[candidates[np.argmin(sizes[candidates])]] = empty
+        if len(candidates) >= 2:
+            which[candidates[np.argmin(sizes[candidates])]] = empty
     return which
+
+
+def _cover_every_class(
+    df: pd.DataFrame, assignment: dict[str, str], names: tuple[str, ...]
+) -> None:
+    """Groups are stratified by their majority label, so a class that is never a majority (df
+    images of patients who mostly have nv) lands anywhere. For each split that lacks a class,
+    move there the smallest group containing it from the split with the most such groups,
+    if that split keeps every class of the moved group (so no earlier fix is undone).
+    Changes nothing where every class is already in every split."""
+    present = pd.crosstab(df["lesion_id"], df["label"]) > 0  # group x class
+    where = pd.Series(assignment).reindex(present.index)
+    counts = present.groupby(where).sum().reindex(list(names), fill_value=0)  # split x class
+    if (counts.to_numpy() > 0).all():
+        return
+    size = df.groupby("lesion_id").size().reindex(present.index)
+    order = {name: i for i, name in enumerate(names)}
+    for label in sorted(present.columns):
+        for target in names:
+            if counts.at[target, label] > 0:
+                continue
+            move = None
+            holders = present.index[present[label].to_numpy() & (where != target).to_numpy()]
+            ranked = sorted(
+                holders,
+                key=lambda g: (-counts.at[where[g], label], order[where[g]], size[g], str(g)),
+            )
+            for group in ranked:
+                classes = present.columns[present.loc[group].to_numpy()]
+                if (counts.loc[where[group], classes] >= 2).all():
+                    move = group
+                    break
+            if move is None:
+                raise SplitError(_missing_class_message(df, label, target, names))
+            classes = present.columns[present.loc[move].to_numpy()]
+            counts.loc[where[move], classes] -= 1
+            counts.loc[target, classes] += 1
+            where[move] = target
+            assignment[move] = target
+
+
+def _missing_class_message(df: pd.DataFrame, label: str, split: str, names: tuple[str, ...]) -> str:
+    """Why ``label`` cannot be in ``split``, counting what a split keeps together: groups."""
+    of_class = df[df["label"] == label]
+    n_groups, n_lesions = of_class["lesion_id"].nunique(), of_class["lesion"].nunique()
+    linked = n_lesions > n_groups
+    said = f"class {label!r} has no image in the {split} split ({len(of_class)} image(s), "
+    if linked:
+        said += f"{n_lesions} lesion(s) that near-duplicate links or a group_column join into "
+    said += f"{n_groups} group(s)): "
+    if n_groups >= len(names):
+        return said + (
+            "no group containing it can move there without taking the last group of another "
+            f"class from its split; use more data of {label!r}"
+        )
+    said += (
+        f"a group never crosses splits, so a class needs images in at least {len(names)} "
+        f"groups; use more data of {label!r}"
+    )
+    if linked:
+        return said + " or check what joins them (data.near_duplicates, group_column)"
+    return said + (
+        " (a group is a lesion, or lesions joined by near-duplicate links "
+        "(data.near_duplicates) or by the source's group_column)"
+    )
 
 
 class GroupedSplit:

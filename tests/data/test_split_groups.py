@@ -10,7 +10,7 @@ import pytest
 
 from dermlit.constants import CLASSES
 from dermlit.data.sources import HAM10000Source
-from dermlit.data.splits import grouped_stratified_split, link_groups, split_table
+from dermlit.data.splits import SplitError, grouped_stratified_split, link_groups, split_table
 
 
 def test_link_groups_by_hand() -> None:
@@ -145,3 +145,81 @@ def test_datamodule_keeps_a_reacquired_copy_under_another_lesion_with_its_origin
     plain = DermDataModule(HAM10000Source(root), image_size=16, cache_dir=tmp_path / "c")
     plain.setup()
     assert (plain.index["group"] == plain.index["lesion_id"]).all()
+
+
+def mixed_patients(n_patients: int = 20, with_df: int = 6) -> pd.DataFrame:
+    """Patients (the groups) with 3 nv images each; the first ``with_df`` also have one df
+    image, so df is never a group's majority label."""
+    rows = []
+    for p in range(n_patients):
+        rows += [(f"p{p}_nv{k}", f"P{p:02d}", "nv") for k in range(3)]
+        if p < with_df:
+            rows.append((f"p{p}_df", f"P{p:02d}", "df"))
+    return pd.DataFrame(rows, columns=["image_id", "lesion_id", "label"])
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_class_that_is_no_groups_majority_is_in_every_split(seed: int) -> None:
+    df = mixed_patients()
+    split = grouped_stratified_split(df, 0.15, 0.15, seed=seed)
+    table = pd.crosstab(df["label"], split).reindex(columns=["train", "val", "test"], fill_value=0)
+    assert (table.to_numpy() > 0).all(), table
+    assert split.groupby(df["lesion_id"]).nunique().max() == 1
+
+
+def test_mixed_groups_through_the_datamodule(tmp_path: Path) -> None:
+    """The reported case end to end: a CSV source grouped by patient."""
+    from PIL import Image
+
+    from dermlit.data.datamodule import DermDataModule
+    from dermlit.data.sources import CSVSource
+
+    df = mixed_patients()
+    (tmp_path / "img").mkdir()
+    for i in df["image_id"]:
+        Image.new("RGB", (8, 8), (len(i) * 9 % 255, 80, 120)).save(tmp_path / "img" / f"{i}.png")
+    labels = pd.DataFrame(
+        {"path": "img/" + df["image_id"] + ".png", "patient": df["lesion_id"], "label": df["label"]}
+    )
+    labels.to_csv(tmp_path / "labels.csv", index=False)
+    for seed in (0, 3, 4):
+        data = DermDataModule(
+            CSVSource(tmp_path, group_column="patient"),
+            image_size=8,
+            cache_dir=tmp_path / "cache",
+            split_seed=seed,
+        )
+        data.setup("fit")
+        table = pd.crosstab(data.index["label"], data.index["split"])
+        assert (table.reindex(columns=["train", "val", "test"], fill_value=0) > 0).all().all()
+        assert data.index.groupby("lesion_id")["split"].nunique().max() == 1
+
+
+def test_too_few_groups_counts_groups_not_lesions() -> None:
+    """3 df lesions, two linked by a near-duplicate pair: 2 groups, which the message counts
+    (with the lesions they join) and whose remedy names the links."""
+    rows = [(f"nv{i}", f"LN{i}", "nv") for i in range(30)]
+    rows += [("d0", "LD0", "df"), ("d1", "LD1", "df"), ("d2", "LD2", "df")]
+    df = pd.DataFrame(rows, columns=["image_id", "lesion_id", "label"])
+    group = link_groups(df, pd.DataFrame({"image_a": ["d0"], "image_b": ["d1"]}))
+    n_groups = group[df["label"] == "df"].nunique()
+    n_lesions = df.loc[df["label"] == "df", "lesion_id"].nunique()
+    with pytest.raises(SplitError) as error:
+        grouped_stratified_split(df, 0.15, 0.15, seed=0, groups=group)
+    message = str(error.value)
+    assert "class 'df' has no image in the" in message
+    assert (
+        f"{n_lesions} lesion(s) that near-duplicate links or a group_column join into {n_groups} "
+        "group(s)" in message
+    )
+    assert f"{n_groups} lesion(s)" not in message
+    assert "data.near_duplicates" in message
+
+
+def test_too_few_groups_without_links_explains_what_a_group_is() -> None:
+    rows = [(f"L{i}", f"I{i}", "nv") for i in range(40)] + [("Ldf", "Idf", "df")]
+    df = pd.DataFrame(rows, columns=["lesion_id", "image_id", "label"])
+    with pytest.raises(SplitError, match=r"class 'df' has no image in the (val|test) split") as e:
+        grouped_stratified_split(df, 0.15, 0.15, seed=0)
+    assert "(1 image(s), 1 group(s))" in str(e.value)
+    assert "group_column" in str(e.value)
