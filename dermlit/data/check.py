@@ -89,24 +89,29 @@ def find_identical(df: pd.DataFrame, errors: ValidationReport, warnings: Validat
     groups = []
     hashed = df[df["sha"] != ""]
     for _, group in hashed.groupby("sha", sort=False):
-        group = group.sort_values("image_id")
-        ids = group["image_id"].astype(str).unique().tolist()
+        group = group.assign(image_id=group["image_id"].astype(str)).sort_values("image_id")
+        ids = group["image_id"].unique().tolist()
         if len(ids) < 2:
             continue
         groups.append(ids)
         lesions, labels = group["lesion_id"].nunique(), group["label"].nunique()
         detail = "identical to " + ", ".join(ids[1:])
         if labels > 1:
-            pairs = ", ".join(f"{i}={lab}" for i, lab in zip(ids, group["label"], strict=False))
-            errors.add(IDENTICAL_LABELS_DIFFER, ids[0], pairs)
+            errors.add(IDENTICAL_LABELS_DIFFER, ids[0], _per_id(group, "label", "{}={}"))
         elif lesions > 1:
-            where = ", ".join(
-                f"{i} in {les}" for i, les in zip(ids, group["lesion_id"], strict=False)
-            )
-            errors.add(IDENTICAL_ACROSS_LESIONS, ids[0], where)
+            errors.add(IDENTICAL_ACROSS_LESIONS, ids[0], _per_id(group, "lesion_id", "{} in {}"))
         else:
             warnings.add(IDENTICAL_SAME_LESION, ids[0], detail)
     return groups
+
+
+def _per_id(group: pd.DataFrame, column: str, form: str) -> str:
+    """``form`` filled with each id of ``group`` (sorted) and its ``column`` values (several
+    joined by ``/`` when the id is listed more than once with different ones)."""
+    values = group.groupby("image_id", sort=True)[column].agg(
+        lambda s: "/".join(dict.fromkeys(map(str, s)))
+    )
+    return ", ".join(form.format(i, v) for i, v in values.items())
 
 
 def check_lesion_labels(df: pd.DataFrame, errors: ValidationReport) -> None:

@@ -10,7 +10,7 @@ row would pick a ground truth); those raise under ``skip`` too, saying what to d
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 
 OnError = Literal["raise", "skip"]
 SHOWN_IDS = 5
+
+DUPLICATE = "duplicate image_id"
+CONFLICTING_LABELS = "one image id with different labels"
+CONFLICT_ADVICE = "the ground truth is ambiguous: keep the one right row per image"
 
 
 class DataValidationError(InputError):
@@ -78,8 +82,43 @@ class ValidationReport:
 
     @property
     def skipped(self) -> pd.DataFrame:
-        rows = [(i, k, d) for k, v in self.problems.items() for i, d in v]
+        """One row per problem as :func:`apply_policy` resolves it under ``skip``: an id's
+        rows are dropped, except that a plain duplicate drops only its repeated rows."""
+        other = {i for k, v in self.problems.items() if k != DUPLICATE for i, _ in v}
+        rows = []
+        for kind, found in self.problems.items():
+            for image_id, detail in found:
+                if kind == DUPLICATE and not detail:
+                    first = "dropped too (its other problem)" if image_id in other else "kept"
+                    detail = f"a repeated row (same label) dropped; the first row {first}"
+                rows.append((image_id, kind, detail))
         return pd.DataFrame(rows, columns=["image_id", "problem", "detail"])
+
+
+def report_conflicts(
+    ids: Sequence[str],
+    meaning: pd.DataFrame | pd.Series,
+    report: ValidationReport,
+    describe: Callable[[list[int]], str],
+) -> list[str]:
+    """Ids listed more than once whose rows differ in ``meaning`` (what each row says the label
+    is; positionally aligned with ``ids``), each an unskippable problem whose detail is
+    ``describe(positions of its rows)``. Returns those ids in order of first appearance.
+
+    Dropping either row would pick a ground truth, so ``on_error=skip`` refuses them; rows that
+    agree are a plain duplicate (:func:`check_index`), which ``skip`` resolves by keeping one.
+    """
+    ids = pd.Series(list(ids), dtype=object).astype(str)
+    meaning = meaning.reset_index(drop=True)
+    repeated = ids[ids.duplicated(keep=False)]
+    conflicting = []
+    for image_id, rows in repeated.groupby(repeated, sort=False):
+        positions = rows.index.tolist()
+        if len(meaning.iloc[positions].drop_duplicates()) == 1:
+            continue
+        conflicting.append(str(image_id))
+        report.add(CONFLICTING_LABELS, image_id, describe(positions), unskippable=CONFLICT_ADVICE)
+    return conflicting
 
 
 def check_index(
@@ -90,6 +129,9 @@ def check_index(
 ) -> ValidationReport:
     """Metadata checks that need no decoding: unknown labels, duplicate ids, missing files.
 
+    A repeated id whose rows agree on the label is a ``duplicate image_id`` (one record per
+    repeated row: ``skip`` drops the repeats, keeps the first row); one whose rows disagree is
+    an unskippable conflict (:func:`report_conflicts`).
     ``allow_unlabelled``: an empty label means "unknown" (prediction-only sources), not an error.
     ``report``: add to the problems a source has already found (else a new report).
     """
@@ -99,9 +141,15 @@ def check_index(
         unknown &= df["label"] != ""
     for image_id, label in df.loc[unknown, ["image_id", "label"]].itertuples(index=False):
         report.add("unknown label", image_id, repr(label))
-    dup = df["image_id"].duplicated(keep="first")
-    for image_id in df.loc[dup, "image_id"]:
-        report.add("duplicate image_id", image_id)
+    ids = df["image_id"].astype(str).reset_index(drop=True)
+    labels = df["label"].reset_index(drop=True)
+
+    def shown(positions: list[int]) -> str:
+        return "labels " + ", ".join(repr(labels.iat[p]) for p in positions)
+
+    conflicting = report_conflicts(ids, labels, report, shown)
+    for image_id in ids[ids.duplicated(keep="first") & ~ids.isin(conflicting)]:
+        report.add(DUPLICATE, image_id)
     for image_id, path in df[["image_id", "path"]].itertuples(index=False):
         if not Path(path).is_file():
             report.add("missing image file", image_id, str(path))
@@ -120,11 +168,9 @@ def apply_policy(df: pd.DataFrame, report: ValidationReport, on_error: OnError) 
         raise DataValidationError(report.message())
     log.warning("Skipping invalid images:\n%s", report.message())
     keep = ~df["image_id"].astype(str).isin(report.bad_ids)
-    # a duplicated id is bad, but its first occurrence is kept
-    dup_first = df["image_id"].isin([i for i, _ in report.problems.get("duplicate image_id", [])])
+    # a duplicated id (rows that agree: conflicts raised above) is bad, but its first row is kept
+    dup_first = df["image_id"].isin([i for i, _ in report.problems.get(DUPLICATE, [])])
     keep |= dup_first & ~df["image_id"].duplicated(keep="first")
-    other_bad = {
-        i for k, rows in report.problems.items() if k != "duplicate image_id" for i, _ in rows
-    }
+    other_bad = {i for k, rows in report.problems.items() if k != DUPLICATE for i, _ in rows}
     keep &= ~df["image_id"].astype(str).isin(other_bad)
     return df.loc[keep].reset_index(drop=True)

@@ -91,6 +91,31 @@ def test_each_planted_problem_is_reported(tiny_ham: Path, capsys, monkeypatch) -
         assert kind in out
 
 
+def test_identical_files_name_each_id_with_its_own_label_and_lesion(tiny_ham: Path) -> None:
+    """The first id (sorted) is also listed twice: the details still pair each id with its own
+    label (IMG_00000 akiec, IMG_60000 vasc) and lesion (IMG_40000 in L4000, IMG_40010 in L4001)."""
+    meta = pd.read_csv(tiny_ham / META)
+    shutil.copyfile(image(tiny_ham, "IMG_00000"), image(tiny_ham, "IMG_60000"))  # two classes
+    shutil.copyfile(image(tiny_ham, "IMG_40000"), image(tiny_ham, "IMG_40010"))  # two lesions
+    twice = meta[meta["image_id"].isin(["IMG_00000", "IMG_40000"])]
+    pd.concat([meta, twice]).to_csv(tiny_ham / META, index=False)
+    result = check.check_source(HAM10000Source(tiny_ham), workers=2)
+    assert result.errors.problems[check.IDENTICAL_LABELS_DIFFER] == [
+        ("IMG_00000", "IMG_00000=akiec, IMG_60000=vasc")
+    ]
+    assert result.errors.problems[check.IDENTICAL_ACROSS_LESIONS] == [
+        ("IMG_40000", "IMG_40000 in L4000, IMG_40010 in L4001")
+    ]
+    assert sorted(result.identical_groups) == [
+        ["IMG_00000", "IMG_60000"],
+        ["IMG_40000", "IMG_40010"],
+    ]
+    assert [i for i, _ in result.errors.problems["duplicate image_id"]] == [
+        "IMG_00000",
+        "IMG_40000",
+    ]
+
+
 def test_unreadable_dataset_exits_2(tmp_path: Path, capsys) -> None:
     assert dermlit_main(["data", "check", str(tmp_path)]) == 2
     assert "HAM10000 metadata not found" in capsys.readouterr().out

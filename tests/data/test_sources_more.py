@@ -15,6 +15,7 @@ from dermlit.data.cli import build_source
 from dermlit.data.datamodule import DermDataModule
 from dermlit.data.sources import CSVSource, ISIC2019Source, MedMNISTSource
 from dermlit.data.sources.isic2019 import UnmappedClassError
+from dermlit.data.validation import DataValidationError, apply_policy
 
 COLUMNS = ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC", "UNK"]
 INDEX_COLUMNS = ["image_id", "path", "label", "lesion_id"]
@@ -85,11 +86,73 @@ def test_isic2019_bad_onehot_and_missing_image_are_reported(tmp_path: Path) -> N
     gt.loc[0, "NV"] = 1.0  # MEL and NV both set
     gt.to_csv(tmp_path / "ISIC_2019_Training_GroundTruth.csv", index=False)
     (tmp_path / "ISIC_2019_Training_Input/ISIC_0000003.jpg").unlink()
-    _, report = ISIC2019Source(tmp_path, on_unmapped="drop").load()
-    assert report.problems["unknown label"] == [
-        ("ISIC_0000000", "'invalid one-hot (2 classes set)'")
-    ]
+    df, report = ISIC2019Source(tmp_path, on_unmapped="drop").load()
+    assert report.problems["more than one 1 in the row"] == [("ISIC_0000000", "line 2: MEL, NV")]
     assert [i for i, _ in report.problems["missing image file"]] == ["ISIC_0000003"]
+    assert "ISIC_0000000" not in set(df["image_id"])
+
+
+def edit_isic2019(root: Path, cells: dict[tuple[int, str], str], extra=()) -> None:
+    """Set ground-truth cells verbatim (``{(row, column): text}``) and append ``extra`` rows."""
+    path = root / "ISIC_2019_Training_GroundTruth.csv"
+    gt = pd.read_csv(path, dtype=str, keep_default_na=False)
+    for (row, column), text in cells.items():
+        gt.loc[row, column] = text
+    gt = pd.concat([gt, pd.DataFrame(list(extra), columns=gt.columns)], ignore_index=True)
+    gt.to_csv(path, index=False)
+
+
+def test_isic2019_cells_that_are_not_0_or_1_are_reported_per_row(tmp_path: Path) -> None:
+    write_isic2019(tmp_path)  # rows: MEL NV BCC AK BKL DF VASC SCC NV (lines 2-10)
+    empty_but_nv = {(1, c): "" for c in COLUMNS if c != "NV"}  # NV=1, every other cell empty
+    edit_isic2019(
+        tmp_path, {(0, "MEL"): "0.6", **empty_but_nv, (2, "NV"): "0.51", (2, "BCC"): "0.2"}
+    )
+    df, report = ISIC2019Source(tmp_path, on_unmapped="drop").load()
+    empties = ", ".join(f"{c}=''" for c in COLUMNS if c != "NV")
+    assert report.problems == {
+        "empty or NaN cell": [("ISIC_0000001", f"line 3: {empties}")],
+        "value not 0 or 1": [
+            ("ISIC_0000000", "line 2: MEL='0.6'"),
+            ("ISIC_0000002", "line 4: NV='0.51', BCC='0.2'"),
+        ],
+    }
+    # the faulty rows are not in the index under any label; the rest keep theirs (SCC dropped)
+    assert df[["image_id", "label"]].values.tolist() == [
+        ["ISIC_0000003", "akiec"],
+        ["ISIC_0000004", "bkl"],
+        ["ISIC_0000005", "df"],
+        ["ISIC_0000006", "vasc"],
+        ["ISIC_0000008", "nv"],
+    ]
+    with pytest.raises(DataValidationError, match=r"value not 0 or 1: 2 \(ISIC_0000000: line 2"):
+        apply_policy(df, report, "raise")
+    assert len(apply_policy(df, report, "skip")) == 5
+    assert sorted(report.skipped["image_id"]) == ["ISIC_0000000", "ISIC_0000001", "ISIC_0000002"]
+
+
+def test_isic2019_non_numeric_cell_names_its_row(tmp_path: Path) -> None:
+    write_isic2019(tmp_path)
+    edit_isic2019(tmp_path, {(1, "MEL"): "x"})
+    df, report = ISIC2019Source(tmp_path, on_unmapped="drop").load()
+    assert report.problems == {"value not 0 or 1": [("ISIC_0000001", "line 3: MEL='x'")]}
+    assert "ISIC_0000001" not in set(df["image_id"])
+
+
+def test_isic2019_one_id_with_two_labels_is_unskippable(tmp_path: Path) -> None:
+    write_isic2019(tmp_path)
+    zeros = ["0.0"] * len(COLUMNS)
+    nv_again = ["ISIC_0000000", *zeros[:1], "1.0", *zeros[2:]]  # line 11: ISIC_0000000 (MEL) as NV
+    bcc_again = ["ISIC_0000002", *zeros[:2], "1.0", *zeros[3:]]  # line 12: the same row again
+    edit_isic2019(tmp_path, {}, extra=[nv_again, bcc_again])
+    df, report = ISIC2019Source(tmp_path, on_unmapped="drop").load()
+    assert report.problems == {
+        "one image id with different labels": [("ISIC_0000000", "line 2: MEL; line 11: NV")],
+        "duplicate image_id": [("ISIC_0000002", "")],
+    }
+    assert "ISIC_0000000" not in set(df["image_id"])
+    with pytest.raises(DataValidationError, match="cannot be skipped"):
+        apply_policy(df, report, "skip")
 
 
 def test_isic2019_not_a_ground_truth_file(tmp_path: Path) -> None:
@@ -198,8 +261,12 @@ def test_csv_source_errors(tmp_path: Path) -> None:
         CSVSource(tmp_path, split_column="s").load()
     _, report = CSVSource(tmp_path).load()
     assert report.problems["unknown label"] == [("a", "'scc'")]
-    assert [i for i, _ in report.problems["duplicate image_id"]] == ["a"]
+    # one id, two labels: not a plain duplicate (skip would pick a ground truth)
+    assert report.problems["one image id with different labels"] == [("a", "labels 'scc', 'nv'")]
+    assert "duplicate image_id" not in report.problems
     assert [i for i, _ in report.problems["missing image file"]] == ["a", "a"]
+    with pytest.raises(DataValidationError, match=r"different labels: 1 \(a: labels 'scc', 'nv'\)"):
+        apply_policy(*CSVSource(tmp_path).load(), "skip")
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ import pytest
 
 from dermlit.data.datamodule import DermDataModule
 from dermlit.data.sources import HAM10000Source
-from dermlit.data.validation import DataValidationError
+from dermlit.data.validation import DataValidationError, apply_policy, check_index
 
 
 def corrupt(tiny_ham: Path) -> dict[str, str]:
@@ -80,3 +80,70 @@ def test_unknown_policy_is_refused(tiny_ham: Path, tmp_path: Path) -> None:
     corrupt(tiny_ham)
     with pytest.raises(ValueError, match="on_error must be 'raise' or 'skip'"):
         module(tiny_ham, tmp_path, "ignore").setup("fit")
+
+
+# ---- one image id listed twice ----------------------------------------------------------------
+KEPT = "a repeated row (same label) dropped; the first row kept"
+
+
+def list_twice(tiny_ham: Path, image_id: str, dx: str) -> None:
+    """Put a second row for ``image_id`` labelled ``dx`` first in the metadata."""
+    meta = pd.read_csv(tiny_ham / "HAM10000_metadata.csv")
+    extra = meta[meta["image_id"] == image_id].assign(dx=dx)
+    pd.concat([extra, meta]).to_csv(tiny_ham / "HAM10000_metadata.csv", index=False)
+
+
+def test_one_id_with_two_labels_is_refused_even_under_skip(tiny_ham: Path, tmp_path: Path) -> None:
+    list_twice(tiny_ham, "IMG_30011", "mel")  # IMG_30011 is df (class 3); the mel row comes first
+    _, report = HAM10000Source(tiny_ham).load()
+    assert report.problems == {
+        "one image id with different labels": [("IMG_30011", "labels 'mel', 'df'")]
+    }
+    assert "one image id with different labels" in report.unskippable
+    for on_error in ("raise", "skip"):
+        with pytest.raises(DataValidationError) as err:
+            module(tiny_ham, tmp_path, on_error).setup("fit")
+        message = str(err.value)
+        assert "one image id with different labels: 1 (IMG_30011: labels 'mel', 'df')" in message
+        assert "cannot be skipped (data.on_error=skip): the ground truth is ambiguous" in message
+        assert "duplicate image_id" not in message
+
+
+def test_same_id_same_label_is_skipped_keeping_one_row(tiny_ham: Path, tmp_path: Path) -> None:
+    list_twice(tiny_ham, "IMG_20000", "bkl")  # the same label: a plain duplicate
+    dm = module(tiny_ham, tmp_path, "skip")
+    dm.setup("fit")
+    assert dm.index["image_id"].tolist().count("IMG_20000") == 1
+    assert dm.index.set_index("image_id").loc["IMG_20000", "label"] == "bkl"
+    assert len(dm.index) == 7 * 4 * 2
+    assert dm.skipped.values.tolist() == [["IMG_20000", "duplicate image_id", KEPT]]
+
+
+def test_apply_policy_on_repeated_ids() -> None:
+    """a: three rows, one label; b: two rows, one label, and a missing file; c: two labels."""
+    df = pd.DataFrame(
+        {
+            "image_id": ["a", "b", "a", "c", "b", "a", "c"],
+            "label": ["nv", "mel", "nv", "nv", "mel", "nv", "bcc"],
+        }
+    )
+    df["path"] = __file__
+    df.loc[4, "path"] = "/nonexistent/b.jpg"
+    report = check_index(df.iloc[:6], "mem")  # without c's second row: no conflict
+    kept = apply_policy(df.iloc[:6], report, "skip")
+    assert kept[["image_id", "label"]].values.tolist() == [["a", "nv"], ["c", "nv"]]
+    assert report.skipped.values.tolist() == [
+        ["a", "duplicate image_id", KEPT],
+        [
+            "b",
+            "duplicate image_id",
+            "a repeated row (same label) dropped; the first row dropped too (its other problem)",
+        ],
+        ["a", "duplicate image_id", KEPT],
+        ["b", "missing image file", "/nonexistent/b.jpg"],
+    ]
+    report = check_index(df, "mem")
+    assert report.problems["one image id with different labels"] == [("c", "labels 'nv', 'bcc'")]
+    assert [i for i, _ in report.problems["duplicate image_id"]] == ["a", "b", "a"]
+    with pytest.raises(DataValidationError, match=r"different labels: 1 \(c: labels 'nv', 'bcc'\)"):
+        apply_policy(df, report, "skip")

@@ -6,6 +6,12 @@ HAM10000's akiec (actinic keratoses and intraepithelial carcinoma); SCC is not, 
 (invasive SCC is outside akiec), so by default it has no mapping and is refused. A class
 without a mapping is refused with the count and the fix, or dropped when ``on_unmapped=drop``
 (counted in :attr:`ISIC2019Source.dropped` and logged), never silently lost.
+
+The one-hot cells are checked as :mod:`dermlit.data.sources.isic_csv` checks them (the same
+code): an empty or NaN cell, a value that is not 0 or 1 (a soft label such as 0.6 is refused,
+not rounded), no 1 or several 1s, one image id with different cells; each faulty row is in the
+source's report with its image id and line, and ``data.on_error`` decides (skip drops it,
+except an ambiguous ground truth).
 """
 
 from __future__ import annotations
@@ -16,11 +22,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import pandas as pd
 
 from dermlit.data.sources.ham10000 import scan_images
+from dermlit.data.sources.isic_csv import onehot_columns
 from dermlit.data.validation import ValidationReport, check_index
-from dermlit.errors import DataNotFound
+from dermlit.errors import DataNotFound, InputError
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +47,7 @@ DEFAULT_MAPPING: dict[str, str | None] = {
 }
 
 
-class UnmappedClassError(ValueError):
+class UnmappedClassError(InputError):
     """Images of a dataset class that has no dermlit class and ``on_unmapped`` is ``raise``."""
 
 
@@ -102,20 +110,19 @@ class ISIC2019Source:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(root={str(self.root)!r})"
 
-    def _labels(self, gt: pd.DataFrame, gt_path: Path) -> pd.Series:
-        """The one-hot columns as one label per row; a row without exactly one 1 is named."""
+    def _labels(self, gt: pd.DataFrame, gt_path: Path, report: ValidationReport) -> pd.Series:
+        """The one-hot columns as one label per row (``None``: a faulty row). The cells are
+        checked as :class:`~dermlit.data.sources.isic_csv.IsicCsvSource` checks them: each
+        faulty row goes to ``report`` with its image id and line (empty or NaN cell, not 0 or
+        1, no 1 or several 1s, empty id, one id with different cells)."""
         columns = [c for c in gt.columns if c in ISIC2019_COLUMNS]
         if "image" not in gt.columns or len(columns) < 8:
             raise ValueError(
                 f"{gt_path} is not an ISIC 2019 ground truth: expected 'image' and the one-hot "
                 f"columns {', '.join(ISIC2019_COLUMNS)}; has {list(gt.columns)}"
             )
-        onehot = gt[columns].astype(float) > 0.5
-        hot = onehot.sum(axis=1)
-        label = onehot.idxmax(axis=1).where(hot == 1)
-        bad = hot != 1
-        label[bad] = [f"invalid one-hot ({n} classes set)" for n in hot[bad]]
-        return label
+        column, valid = onehot_columns(gt, columns, report)
+        return pd.Series(np.where(valid, column, None), index=gt.index, dtype=object)
 
     def load(self) -> tuple[pd.DataFrame, ValidationReport]:
         gt_path = self.root / self.ground_truth
@@ -124,10 +131,14 @@ class ISIC2019Source:
                 f"ISIC 2019 ground truth not found: {gt_path}; set data.source.root "
                 f"(and data.source.ground_truth if renamed)"
             )
-        gt = pd.read_csv(gt_path, dtype={"image": str})
-        df = pd.DataFrame({"image_id": gt["image"].str.strip()})
-        df["isic_label"] = self._labels(gt, gt_path).to_numpy()
+        gt = pd.read_csv(gt_path, dtype=str, keep_default_na=False)
+        gt = gt.apply(lambda col: col.str.strip())
         dataset = f"{self.name} at {self.root}"
+        report = ValidationReport(dataset)
+        isic_label = self._labels(gt, gt_path, report)
+        usable = isic_label.notna()
+        df = pd.DataFrame({"image_id": gt.loc[usable, "image"], "isic_label": isic_label[usable]})
+        df = df.reset_index(drop=True)
         mapped, self.dropped = apply_mapping(
             df["isic_label"], self.mapping, self.on_unmapped, dataset
         )
@@ -139,7 +150,7 @@ class ISIC2019Source:
         df["path"] = [str(paths.get(i, folder / f"{i}.jpg")) for i in df["image_id"]]
         front = ["image_id", "path", "label", "lesion_id"]
         df = df[front + [c for c in df.columns if c not in front]]
-        return df, check_index(df, dataset)
+        return df, check_index(df, dataset, report=report)
 
     def _with_metadata(self, df: pd.DataFrame) -> pd.DataFrame:
         meta_path = self.root / self.metadata if self.metadata else None

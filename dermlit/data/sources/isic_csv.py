@@ -32,6 +32,7 @@ from dermlit.data.validation import (
     ValidationReport,
     check_index,
     describe_ids,
+    report_conflicts,
 )
 
 #: ISIC column -> dermlit class: ISIC 2018 names plus ISIC 2019's ``AK``.
@@ -55,6 +56,61 @@ def _set_cells(row: pd.Series) -> str:
         if number != 0:
             shown.append(str(column) if number == 1 else f"{column}={text!r}")
     return ", ".join(shown) or "all 0"
+
+
+def onehot_columns(
+    gt: pd.DataFrame, cols: list[str], report: ValidationReport
+) -> tuple[np.ndarray, np.ndarray]:
+    """The one-hot column of each row of an ISIC ground-truth table (``image`` plus the one-hot
+    ``cols``, read as stripped strings), and which rows are valid. Every faulty row goes to
+    ``report`` with its image id and its line in the file (header = line 1), all at once: an
+    empty or NaN cell, a value that is not 0 or 1, no 1 or more than one 1 in the row, an empty
+    image id, and (unskippable) one image id listed with different label cells. A repeated id
+    whose cells agree is left valid: :func:`~dermlit.data.validation.check_index` reports it as
+    a duplicate."""
+    cells = gt[cols]
+    values = cells.apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
+    empty = cells.apply(lambda col: col.str.lower().isin(MISSING)).to_numpy()
+    not_binary = ~empty & ~np.isin(values, (0.0, 1.0))
+    ones = np.where(empty | not_binary, 0.0, values).sum(1)
+    valid = ~(empty | not_binary).any(1) & (ones == 1)
+    images = gt["image"].to_numpy(dtype=str)
+    where = [f"line {row + 2}" for row in range(len(gt))]
+
+    def named(row: int, mask: np.ndarray) -> str:
+        return ", ".join(f"{c}={cells.iat[row, k]!r}" for k, c in enumerate(cols) if mask[k])
+
+    for row in np.flatnonzero(empty.any(1)):
+        report.add("empty or NaN cell", images[row], f"{where[row]}: {named(row, empty[row])}")
+    for row in np.flatnonzero(not_binary.any(1)):
+        detail = named(row, not_binary[row])
+        report.add("value not 0 or 1", images[row], f"{where[row]}: {detail}")
+    clean = ~(empty | not_binary).any(1)
+    for row in np.flatnonzero(clean & (ones == 0)):
+        report.add("no 1 in the row (no label)", images[row], where[row])
+    for row in np.flatnonzero(clean & (ones > 1)):
+        hot = ", ".join(c for c, v in zip(cols, values[row], strict=True) if v == 1)
+        report.add("more than one 1 in the row", images[row], f"{where[row]}: {hot}")
+    for row in np.flatnonzero(images == ""):
+        report.add("empty image id", f"({where[row]})", where[row])
+    valid &= images != ""
+    valid &= ~np.isin(images, _conflicts(gt, cols, report))
+    column = np.asarray(cols)[values.argmax(1)]
+    return column, valid
+
+
+def _conflicts(gt: pd.DataFrame, cols: list[str], report: ValidationReport) -> list[str]:
+    """Ids listed more than once with different label cells (``"1"`` and ``"1.0"`` agree),
+    reported by :func:`~dermlit.data.validation.report_conflicts` with each row's line."""
+    named = gt[gt["image"] != ""]
+    numbers = named[cols].apply(pd.to_numeric, errors="coerce")
+    meaning = numbers.astype(object).where(numbers.notna(), named[cols])
+
+    def shown(positions: list[int]) -> str:
+        rows = named[cols].iloc[positions]
+        return "; ".join(f"line {i + 2}: {_set_cells(row)}" for i, row in rows.iterrows())
+
+    return report_conflicts(named["image"], meaning, report, shown)
 
 
 def image_paths(folder: Path, recursive: bool = False) -> dict[str, Path]:
@@ -129,35 +185,8 @@ class IsicCsvSource:
         outside the seven classes under ``other_columns=drop``. Every faulty row goes to
         ``report`` with its line in the file (header = line 1), all of them at once."""
         gt, cols = self._read()
-        cells = gt[cols]
-        values = cells.apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
-        empty = cells.apply(lambda col: col.str.lower().isin(MISSING)).to_numpy()
-        not_binary = ~empty & ~np.isin(values, (0.0, 1.0))
-        ones = np.where(empty | not_binary, 0.0, values).sum(1)
-        valid = ~(empty | not_binary).any(1) & (ones == 1)
         images = gt["image"].to_numpy(dtype=str)
-        where = [f"line {row + 2}" for row in range(len(gt))]
-
-        def named(row: int, mask: np.ndarray) -> str:
-            return ", ".join(f"{c}={cells.iat[row, k]!r}" for k, c in enumerate(cols) if mask[k])
-
-        for row in np.flatnonzero(empty.any(1)):
-            report.add("empty or NaN cell", images[row], f"{where[row]}: {named(row, empty[row])}")
-        for row in np.flatnonzero(not_binary.any(1)):
-            detail = named(row, not_binary[row])
-            report.add("value not 0 or 1", images[row], f"{where[row]}: {detail}")
-        clean = ~(empty | not_binary).any(1)
-        for row in np.flatnonzero(clean & (ones == 0)):
-            report.add("no 1 in the row (no label)", images[row], where[row])
-        for row in np.flatnonzero(clean & (ones > 1)):
-            hot = ", ".join(c for c, v in zip(cols, values[row], strict=True) if v == 1)
-            report.add("more than one 1 in the row", images[row], f"{where[row]}: {hot}")
-        for row in np.flatnonzero(gt["image"].to_numpy(dtype=str) == ""):
-            report.add("empty image id", f"({where[row]})", where[row])
-        valid &= images != ""
-        conflicting = self._conflicts(gt, cols, report)
-        valid &= ~np.isin(images, conflicting)
-        column = np.asarray(cols)[values.argmax(1)]
+        column, valid = onehot_columns(gt, cols, report)
         label = pd.Series([self.column_map.get(c) for c in column], index=gt.index)
         outside = valid & label.isna().to_numpy()
         if self.other_columns == "refuse":
@@ -169,34 +198,12 @@ class IsicCsvSource:
                 report.add(
                     "labelled outside dermlit's seven classes",
                     images[row],
-                    f"{where[row]}: {column[row]}",
+                    f"line {row + 2}: {column[row]}",
                     unskippable=advice,
                 )
         keep = valid & ~outside
         labels = pd.DataFrame({"image": images[keep], "label": label[keep].to_numpy()})
         return labels, list(images[outside]) if self.other_columns == "drop" else []
-
-    def _conflicts(self, gt: pd.DataFrame, cols: list[str], report: ValidationReport) -> list:
-        """Ids listed more than once with different label cells (same cells: a plain duplicate,
-        which :func:`check_index` reports and ``skip`` resolves by keeping one)."""
-        repeated = gt[gt["image"].duplicated(keep=False) & (gt["image"] != "")]
-        numbers = repeated[cols].apply(pd.to_numeric, errors="coerce")
-        meaning = numbers.astype(object).where(numbers.notna(), repeated[cols])  # "1" == "1.0"
-        conflicting = []
-        for image, rows in repeated.groupby("image", sort=False):
-            if len(meaning.loc[rows.index].drop_duplicates()) == 1:
-                continue
-            conflicting.append(image)
-            shown = "; ".join(
-                f"line {i + 2}: {_set_cells(row)}" for i, row in rows[cols].iterrows()
-            )
-            report.add(
-                "one image id with different labels",
-                image,
-                shown,
-                unskippable="the ground truth is ambiguous: keep the one right row per image",
-            )
-        return conflicting
 
     def load(self) -> tuple[pd.DataFrame, ValidationReport]:
         """The index table (``image_id, path, label, lesion_id[, split]``) and its report of
