@@ -22,7 +22,7 @@ from dermlit.data.cache import ImageCache
 from dermlit.data.colour_constancy import NoColourConstancy
 from dermlit.data.dataset import CachedImageDataset
 from dermlit.data.near_duplicates import NearDuplicateDetector
-from dermlit.data.split_file import apply_split_file, file_sha256
+from dermlit.data.split_file import apply_split_file, check_split, file_sha256
 from dermlit.data.splits import SPLITS, GroupedSplit, SplitError, link_groups, split_table
 from dermlit.data.validation import OnError, apply_policy
 from dermlit.distributed import evaluation_sampler
@@ -134,7 +134,8 @@ class DermDataModule(L.LightningDataModule):
 
     def _split(self, df: pd.DataFrame) -> pd.DataFrame:
         """A frozen split file, else the configured split option (``data/split``), else the
-        source's official split, else the grouped in-domain split."""
+        source's official split (after the frozen file's split rules), else the grouped
+        in-domain split."""
         if self.split_file is not None:
             df = apply_split_file(df, self.split_file)  # validated before it is trusted
             sha = file_sha256(self.split_file)
@@ -145,7 +146,17 @@ class DermDataModule(L.LightningDataModule):
             }
             log.info("Split from %s (sha256 %s)", self.split_file, sha)
             return df
-        if "split" in df.columns and self.split is None:  # official splits are kept
+        if "split" in df.columns and self.split is None:  # official splits are kept, checked
+            used = tuple(s for s in SPLITS if (df["split"] == s).any())
+            check_split(
+                df,
+                f"{self.source!r}'s official split (its 'split' column)",
+                # every class in every split that holds images: an external test set
+                # (split=test for all) need not have every class, nor train/val images
+                splits=used,
+                hint="Fix the column, or make dermlit's lesion-grouped split instead "
+                "(data/split=grouped)",
+            )
             self.split_info = {"split": "official"}
             return df
         pairs = None

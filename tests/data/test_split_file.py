@@ -147,3 +147,70 @@ def test_a_datamodule_outside_a_run_writes_nothing_into_the_working_directory(
     data.trainer = SimpleNamespace(is_global_zero=True, default_root_dir=str(work))
     data.setup("fit")
     assert list(work.iterdir()) == []
+
+
+def test_a_group_across_splits_is_refused_when_other_rows_have_no_group(tiny_ham, frozen) -> None:
+    """One empty ``group`` cell used to make the whole column ignored (every row grouped by its
+    lesion), so a group declared across splits went through. Rows without a group are grouped
+    by their lesion; the groups that are given are checked."""
+    from dermlit.data.sources import HAM10000Source
+
+    df = HAM10000Source(tiny_ham).load()[0]
+    table = pd.read_csv(frozen, dtype=str, keep_default_na=False)
+    a = table.loc[table.split == "train", "lesion_id"].iloc[0]
+    b = table.loc[table.split == "test", "lesion_id"].iloc[0]
+    blank = table.index[~table.lesion_id.isin([a, b])][-1]
+
+    def join_and_blank(t):
+        t.loc[t.lesion_id.isin([a, b]), "group"] = "G"
+        t.loc[blank, "group"] = ""
+        return t
+
+    with pytest.raises(SplitFileError, match=r"1 \(G in test\+train\) group\(s\)"):
+        apply_split_file(df, edit(frozen, join_and_blank))
+
+    def only_blank(t):
+        t.loc[blank, "group"] = ""
+        return t
+
+    out = apply_split_file(df, edit(frozen, only_blank))
+    expected = table["group"].where(table.index != blank, table["lesion_id"])
+    assert out["group"].tolist() == expected.tolist()
+
+
+def test_dermlit_train_refuses_a_bad_split_file_in_one_line(tiny_ham, tmp_path, frozen) -> None:
+    """README's failure table: a frozen split file with a lesion across splits is refused with
+    one line on stderr and exit status 2 (it was a ValueError: a traceback and exit 1)."""
+    import subprocess
+    import sys
+
+    def leak(t):  # one image of a train lesion moved to test
+        t.loc[t.index[t.split == "train"][0], "split"] = "test"
+        return t
+
+    bad = edit(frozen, leak)
+    table = pd.read_csv(bad, dtype=str)
+    spread = table.groupby("lesion_id")["split"].agg(lambda s: "+".join(sorted(set(s))))
+    lesion = table.loc[table.index[table.split == "train"][0], "lesion_id"]
+    repo = Path(__file__).resolve().parents[2]
+    cmd = [
+        sys.executable,
+        "-m",
+        "dermlit.train",
+        "data=ham10000",
+        f"data.source.root={tiny_ham}",
+        f"data.split_file={bad}",
+        *OVERRIDES,
+        "model.backbone.name=test_resnet",
+        f"paths.cache_dir={tmp_path}/cache",
+        f"hydra.run.dir={tmp_path}/run",
+        "logger=csv",
+    ]
+    proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # stderr also holds Lightning's own start-up lines (seed, accelerators): the refusal is
+    # the one dermlit line, the last, with no traceback
+    lines = proc.stderr.strip().splitlines()
+    refusals = [line for line in lines if line.startswith("dermlit-train: ")]
+    assert refusals == lines[-1:] and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert f"1 ({lesion} in {spread[lesion]}) lesion_id(s) have images in two splits" in lines[-1]

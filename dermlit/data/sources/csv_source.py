@@ -10,7 +10,7 @@ import pandas as pd
 
 from dermlit.data.splits import SPLITS
 from dermlit.data.validation import ValidationReport, check_index
-from dermlit.errors import DataNotFound
+from dermlit.errors import DataNotFound, InputError
 
 
 class CSVSource:
@@ -70,7 +70,7 @@ class CSVSource:
         wanted = {**named, "source": self.source_column} if self.source_column else named
         absent = [f"{k}_column={v!r}" for k, v in wanted.items() if v not in table.columns]
         if absent:
-            raise ValueError(
+            raise InputError(
                 f"{self.csv_path} lacks {', '.join(absent)}; its columns: {list(table.columns)}"
             )
         paths = [Path(p.strip()).expanduser() for p in table[named["path"]]]
@@ -94,7 +94,7 @@ class CSVSource:
             df["split"] = table[named["split"]].str.strip().str.lower()
             wrong = sorted(set(df["split"]) - set(SPLITS))
             if wrong:
-                raise ValueError(
+                raise InputError(
                     f"{self.csv_path}: column {named['split']!r} has {wrong}; allowed: {SPLITS}"
                 )
         used = set(named.values())

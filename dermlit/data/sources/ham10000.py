@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from dermlit.data.validation import ValidationReport, check_index
-from dermlit.errors import DataNotFound
+from dermlit.errors import DataNotFound, InputError
 
 METADATA_FILE = "HAM10000_metadata.csv"
 IMAGE_DIRS = ("HAM10000_images_part_1", "HAM10000_images_part_2", "images")
@@ -64,7 +64,7 @@ class HAM10000Source:
         meta = pd.read_csv(meta_path, dtype={"lesion_id": str, "image_id": str, "dx": str})
         missing_cols = [c for c in REQUIRED_COLUMNS if c not in meta.columns]
         if missing_cols:
-            raise ValueError(
+            raise InputError(
                 f"{meta_path} lacks column(s) {missing_cols}; has {list(meta.columns)}"
             )
         paths = self._image_paths()
