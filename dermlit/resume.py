@@ -9,11 +9,21 @@ newest epoch end) + the W&B run id to resume. Everything else comes from that ch
 weights, optimizer and scheduler state, EMA, loop progress; the epoch-seeded samplers continue
 from the restored epoch (and position, see :mod:`dermlit.callbacks.preemption`).
 
+What a resume can change: ``trainer.max_epochs`` and the schedule's settings (re-planned, or
+refused where they cannot be, :mod:`dermlit.optim.replan`), and what the config alone decides
+(SAM's ``rho``, clipping, the data...). Not the optimizer's own settings (``optim.optimizer.*``:
+its LR, weight decay, betas, class): Lightning restores them from the checkpoint with the
+optimizer's state, so a new value would be silently ignored while ``.hydra/`` recorded it. Such
+a resume (or a new run from ``ckpt_path=``, restored the same way) is refused before Hydra
+writes anything (:func:`refuse_ignored_optimizer_changes`), naming each setting, the
+checkpoint's value and the new one.
+
 Every spelling means the same: ``resume=DIR``, ``+resume=DIR``, ``++resume=DIR``, a relative
 path, a trailing slash, with or without ``hydra.run.dir=`` naming the same directory. Anything
 that cannot be continued is refused (:class:`ResumeError`, exit status 2): no such directory, a
 file, a multirun directory (resume one of its jobs), no ``.hydra/overrides.yaml`` (not a
-dermlit-train run), no checkpoint, another ``hydra.run.dir``, ``-m``.
+dermlit-train run), no checkpoint, another ``hydra.run.dir``, ``-m``, a changed
+``optim.optimizer`` setting.
 
 The rewrite is idempotent: a rewritten command rewritten again is the same command, which is
 how a DDP child rank (re-created from the rewritten overrides, :mod:`dermlit.distributed`) gets
@@ -143,6 +153,64 @@ def resume_overrides(run_dir: str | Path, extra: Sequence[str] = ()) -> list[str
     return out
 
 
+def saved_param_groups(ckpt_path: str | Path) -> list[dict[str, Any]] | None:
+    """The param groups of the checkpoint's (first) optimizer; ``None`` when the file cannot be
+    read or holds none (Lightning then says so itself)."""
+    import torch
+
+    try:
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)
+        return list(ckpt["optimizer_states"][0]["param_groups"])
+    except (OSError, RuntimeError, EOFError, KeyError, IndexError, TypeError, ValueError):
+        return None
+
+
+def refuse_ignored_optimizer_changes(overrides: Sequence[str]) -> None:
+    """:class:`ResumeError` when the config that ``overrides`` compose sets an optimizer setting
+    (``optim.optimizer.*``) other than the one the checkpoint (``ckpt_path=``) restores: Lightning
+    would train on the checkpoint's value while the run directory recorded the new one. For
+    ``resume=`` and for a new run from ``ckpt_path=`` alike (Lightning restores both the same)."""
+    ckpt = [_value(o) for o in overrides if _key(o) == "ckpt_path"]
+    groups = saved_param_groups(ckpt[-1]) if ckpt and ckpt[-1] not in ("", "null", "None") else None
+    if not groups:
+        return
+    from hydra.utils import instantiate
+
+    from dermlit.config import compose_config
+    from dermlit.optim.replan import optimizer_changes
+
+    composable = [o for o in overrides if not _key(o).startswith(("hydra.", "hydra/"))]
+    try:
+        cfg = compose_config("train", composable)
+        make_optimizer = instantiate(cfg.optim.optimizer)
+    except Exception:  # noqa: BLE001 - Hydra refuses the same overrides itself, with its message
+        return
+    changes = optimizer_changes(groups, make_optimizer)
+    if not changes:
+        return
+    listed = ", ".join(
+        f"optim.optimizer.{k} {_hydra(old)} -> {_hydra(new) if new is not None else '(none)'}"
+        for k, (old, new) in sorted(changes.items())
+    )
+    keep = " ".join(f"optim.optimizer.{k}={_hydra(old)}" for k, (old, _) in sorted(changes.items()))
+    raise ResumeError(
+        f"continuing from {ckpt[-1]} would change the optimizer's settings ({listed}), but "
+        "Lightning restores them from the checkpoint: the new values would be ignored while the "
+        f"run directory recorded them. Keep the checkpoint's settings (drop the change, or "
+        f"give {keep}), or start a new run (without resume= or ckpt_path=) to train with the "
+        "new ones"
+    )
+
+
+def _hydra(value: Any) -> str:
+    """``value`` as a Hydra override value."""
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_hydra(v) for v in value) + "]"
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "null"}[value]
+    return str(value)
+
+
 def _logs_to_wandb(run_dir: Path) -> bool:
     config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text()) or {}
     return "wandb" in (config.get("logger") or {})
@@ -154,6 +222,8 @@ def expand_resume_argv(argv: Sequence[str]) -> list[str]:
     resumes = [a for a in args if _is_override(a) and _key(a) == "resume"]
     value = _value(resumes[-1]) if resumes else ""
     if value in ("", "null", "None"):
+        # a new run from ckpt_path= restores the optimizer's settings the same way
+        refuse_ignored_optimizer_changes([a for a in args if _is_override(a)])
         return list(argv)
     if any(a in ("-m", "--multirun") for a in args):
         raise ResumeError("resume= continues one run; it cannot be combined with -m/--multirun")
@@ -168,7 +238,9 @@ def expand_resume_argv(argv: Sequence[str]) -> list[str]:
                 f"drop hydra.run.dir={_value(given)}"
             )
     overrides = [o for o in overrides if _key(o) != "hydra.run.dir"]
-    return [argv[0], *flags, *resume_overrides(run_dir, overrides)]
+    expanded = resume_overrides(run_dir, overrides)
+    refuse_ignored_optimizer_changes(expanded)
+    return [argv[0], *flags, *expanded]
 
 
 def resumable(hydra_main: Callable[..., Any]) -> Callable[..., Any]:

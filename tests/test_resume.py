@@ -90,6 +90,65 @@ def test_refuses_what_cannot_be_resumed(tmp_path) -> None:
         expand_resume_argv(["x", f"resume={run}", f"hydra.run.dir={tmp_path / 'elsewhere'}"])
 
 
+def save_optimizer_checkpoint(path: Path, optimizer, steps: int = 2) -> Path:
+    """A checkpoint's optimizer part as Lightning writes it, after ``steps`` epochs of the
+    cosine (so that the current LR is not the configured one)."""
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=3)
+    for _ in range(steps):
+        optimizer.step()
+        scheduler.step()
+    torch.save({"optimizer_states": [optimizer.state_dict()]}, path)
+    return path
+
+
+def adamw(lr: float = 1e-3, weight_decay: float = 0.05) -> torch.optim.Optimizer:
+    """conf/optim/adamw.yaml's optimizer, on one parameter."""
+    return torch.optim.AdamW([torch.zeros(1, requires_grad=True)], lr=lr, weight_decay=weight_decay)
+
+
+def test_a_changed_optimizer_setting_is_refused_before_anything_is_written(tmp_path) -> None:
+    """Lightning restores the optimizer's param groups (its LR included) from the checkpoint:
+    resume=RUN optim.optimizer.lr=1e-5 trained on at the old LR while .hydra/resolved.yaml
+    said 1e-5. Refused before Hydra starts, naming the setting, the old and the new value."""
+    run = make_run(tmp_path / "run", ["trainer.max_epochs=3"])
+    save_optimizer_checkpoint(run / "checkpoints" / "last.ckpt", adamw())
+    stored = (run / ".hydra" / "overrides.yaml").read_text()
+    with pytest.raises(ResumeError) as refused:
+        expand_resume_argv(
+            ["x", f"resume={run}", "trainer.max_epochs=4", "optim.optimizer.lr=1e-5"]
+        )
+    message = str(refused.value)
+    assert "\n" not in message
+    assert "optim.optimizer.lr 0.001 -> 1e-05" in message
+    assert "give optim.optimizer.lr=0.001" in message and "start a new run" in message
+    assert (run / ".hydra" / "overrides.yaml").read_text() == stored
+    # several settings, and another optimizer class, are named too
+    with pytest.raises(ResumeError, match=r"weight_decay 0.05 -> 0.1\b"):
+        expand_resume_argv(["x", f"resume={run}", "optim.optimizer.weight_decay=0.1"])
+    with pytest.raises(ResumeError, match=r"optim.optimizer.betas \[0.9,0.999\] -> \(none\)"):
+        expand_resume_argv(["x", f"resume={run}", "optim=sgd"])
+    # what a resume may change: the horizon (re-planned), an unchanged or restated LR
+    for extra in ([], ["trainer.max_epochs=6"], ["optim.optimizer.lr=0.001"]):
+        argv = expand_resume_argv(["x", f"resume={run}", *extra])
+        assert f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}" in argv
+    # a new run from the checkpoint restores the optimizer the same way
+    ckpt = run / "checkpoints" / "last.ckpt"
+    with pytest.raises(ResumeError, match=r"optim.optimizer.lr 0.001 -> 1e-05"):
+        expand_resume_argv(["x", f"ckpt_path={ckpt}", "optim.optimizer.lr=1e-5"])
+    argv = ["x", f"ckpt_path={ckpt}", "trainer.max_epochs=6"]
+    assert expand_resume_argv(argv) == argv
+
+
+def test_the_runs_own_optimizer_overrides_are_the_reference(tmp_path) -> None:
+    """A run started with optim.optimizer.lr=0.01 resumes (its stored override composes the same
+    optimizer); its checkpoint, not the config's default, says what the run trains at."""
+    run = make_run(tmp_path / "run", ["optim.optimizer.lr=0.01"])
+    save_optimizer_checkpoint(run / "checkpoints" / "last.ckpt", adamw(lr=0.01))
+    expand_resume_argv(["x", f"resume={run}", "trainer.max_epochs=5"])
+    with pytest.raises(ResumeError, match=r"optim.optimizer.lr 0.01 -> 0.001"):
+        expand_resume_argv(["x", f"resume={run}", "optim.optimizer.lr=1e-3"])
+
+
 # ---------------------------------------------------------------- the entry point (slow)
 TINY = ["data.source.n_images=700", "data.image_size=32", "data.batch_size=32"]
 SHORT = [

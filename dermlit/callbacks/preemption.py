@@ -10,6 +10,13 @@ What Lightning lacks:
   ``RUN_DIR/hpc_ckpt_N.ckpt`` (Lightning's own name, so a requeued SLURM job resumes from it with
   ``ckpt_path=None``), requeues the SLURM job and exits. It installs its handlers before
   Lightning registers its own, so Lightning leaves SIGUSR1 to it (it only takes a free signal).
+  It saves from ``on_train_batch_end`` behind EVERY other callback (it moves itself to the end
+  of ``trainer.callbacks`` at ``on_fit_start``, after the set-up in which
+  :class:`~dermlit.callbacks.checkpoints.LastCheckpoint` moves itself last): hooks run in list
+  order and Lightning moves only ``Checkpoint`` subclasses to the end, so in the config's order
+  (``preemption`` before ``ema``) the checkpoint was written before the EMA had averaged that
+  step in, and a resumed run, whose EMA updates only at a ``global_step`` past the saved one,
+  never averaged it: one EMA update short of an uninterrupted run.
 - On resume from a mid-epoch checkpoint Lightning re-iterates a plain ``DataLoader`` from the
   start of the epoch while counting the batches already done: the first ``k`` batches are seen
   twice and the last ``k`` never. :class:`ResumeSamplerPosition` makes the epoch-seeded sampler
@@ -95,6 +102,12 @@ class PreemptionCheckpoint(Callback):
         self.received = None
         for signum in self.signals:
             self._previous[signum] = signal.signal(signum, self._handler)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # behind every other callback's on_train_batch_end (the EMA's update of this step, a
+        # step-interval ModelCheckpoint): after every set-up, so after LastCheckpoint's move
+        # (a new list: this hook is being called from a loop over the current one)
+        trainer.callbacks = [cb for cb in trainer.callbacks if cb is not self] + [self]
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         for signum, handler in self._previous.items():

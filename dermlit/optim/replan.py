@@ -24,6 +24,13 @@ re-weighting start) follows the new value too, for the same reason.
 A plain resume (same schedule config, e.g. after a preemption) leaves the restored scheduler
 untouched. A scheduler without a closed form in torch (OneCycleLR, LambdaLR, SequentialLR,
 ReduceLROnPlateau...) cannot be re-planned so: a resume that changes its settings is refused.
+
+The optimizer's own settings (``optim.optimizer.*``: ``lr``, ``weight_decay``, ``betas``,
+``momentum``..., and its class) are not re-planned: Lightning restores the optimizer's param
+groups, settings included, from the checkpoint, and the schedule's base LR is the restored
+group's ``initial_lr``; a new ``optim.optimizer.lr`` would be silently ignored while the run's
+``.hydra/`` recorded it. :func:`optimizer_changes` names such changes, and ``resume=`` refuses
+them before anything is written (:mod:`dermlit.resume`).
 """
 
 from __future__ import annotations
@@ -48,6 +55,42 @@ PROGRESS_KEYS = frozenset(
         "verbose",
     }
 )
+
+
+#: param-group entries that are not settings: the parameters, the LR the schedule moves (the
+#: configured ``lr`` is the scheduler's ``initial_lr``, or ``lr`` without a scheduler)
+GROUP_STATE_KEYS = frozenset({"params", "param_names", "lr", "initial_lr"})
+
+
+def _comparable(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, list | tuple) or type(value).__name__ == "ListConfig":
+        return tuple(_comparable(v) for v in value)
+    return value
+
+
+def optimizer_changes(
+    saved_groups: list[dict[str, Any]], make_optimizer: Callable[..., Optimizer]
+) -> dict[str, tuple[Any, Any]]:
+    """``{setting: (checkpoint's, configured)}`` for each setting of the optimizer that
+    ``make_optimizer`` builds (the config's ``optim.optimizer``) that differs from the
+    checkpoint's param groups (``optimizer_states[0]["param_groups"]``), which Lightning restores
+    in its place. A setting the checkpoint has and the configured optimizer lacks (another
+    optimizer class) is reported with ``None`` as the configured value; one the checkpoint lacks
+    (a default a later torch added) is not compared: torch fills it in on load."""
+    fresh = make_optimizer([torch.zeros(1, requires_grad=True)]).param_groups[0]
+    configured = {k: v for k, v in fresh.items() if k not in GROUP_STATE_KEYS}
+    configured["lr"] = fresh["lr"]
+    changes: dict[str, tuple[Any, Any]] = {}
+    for group in saved_groups:
+        saved = {k: v for k, v in group.items() if k not in GROUP_STATE_KEYS}
+        saved["lr"] = group.get("initial_lr", group.get("lr"))
+        for key, old in saved.items():
+            new = configured.get(key)
+            if key not in changes and _comparable(old) != _comparable(new):
+                changes[key] = (old, new)
+    return changes
 
 
 def planned(scheduler: Any) -> dict[str, Any]:

@@ -9,10 +9,15 @@ import signal
 import lightning as L
 import pytest
 import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Checkpoint
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from dermlit.callbacks.checkpoints import LastCheckpoint
+from dermlit.callbacks.ema import EMA
 from dermlit.callbacks.preemption import Preempted, PreemptionCheckpoint, ResumeSamplerPosition
+from dermlit.config import compose_config
 from dermlit.data.samplers import WeightedClassSampler
 
 N, BATCH = 60, 8  # 8 batches per epoch, the last one of 4
@@ -54,6 +59,7 @@ class SignalAtStep(L.Callback):
         self.step, self.signum = step, signum
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.trainer = trainer
         if trainer.global_step == self.step:
             os.kill(os.getpid(), self.signum)
 
@@ -67,7 +73,7 @@ def fit(
         max_epochs=3,
         accelerator="cpu",
         logger=False,
-        enable_checkpointing=False,
+        enable_checkpointing=any(isinstance(c, Checkpoint) for c in callbacks),
         enable_progress_bar=False,
         enable_model_summary=False,
         use_distributed_sampler=False,
@@ -137,6 +143,71 @@ def test_epoch_restored_before_worker_prefetch(tmp_path) -> None:
         tmp_path / "part", signal.SIGUSR1, [ResumeSamplerPosition()], num_workers=1
     )
     assert before + resumed.seen == whole.seen
+
+
+def config_callbacks(run_dir) -> list[L.Callback]:
+    """``callbacks=ema`` as ``dermlit-train`` builds it, in the config's order (preemption
+    before ema), less what this module-only fit cannot have (a progress bar, a logger's LR
+    monitor, a validation monitor: ``Tiny`` has no validation loop)."""
+    cfg = compose_config(
+        "train",
+        [
+            "callbacks=ema",
+            f"paths.run_dir={run_dir}",
+            "callbacks.model_checkpoint.monitor=null",
+            "~callbacks.progress_bar",
+            "~callbacks.lr_monitor",
+        ],
+    )
+    names = list(cfg.callbacks)
+    assert names.index("preemption") < names.index("ema")  # the order that lost an update
+    return [instantiate(cfg.callbacks[name]) for name in names]
+
+
+def ema_of(callbacks) -> EMA:
+    return next(c for c in callbacks if isinstance(c, EMA))
+
+
+def test_preemption_checkpoint_holds_the_ema_update_of_its_step(tmp_path) -> None:
+    """The checkpoint is written after EVERY callback's on_train_batch_end: with the config's
+    order the EMA had not averaged the step in yet, and the resumed EMA (which updates only at
+    a global_step past the saved one) never did: one update short, weights off by ~1e-2."""
+    whole_callbacks = config_callbacks(tmp_path / "whole")
+    fit(tmp_path / "whole", whole_callbacks)
+    whole = ema_of(whole_callbacks)
+    assert whole.n_updates == 3 * 8
+
+    root = tmp_path / "part"
+    part = config_callbacks(root)
+    preemption = next(c for c in part if isinstance(c, PreemptionCheckpoint))
+    signal_at_step = SignalAtStep(STEP, signal.SIGUSR1)
+    with pytest.raises(Preempted):
+        fit(root, [*part, signal_at_step])
+    saved = torch.load(root / "hpc_ckpt_1.ckpt", weights_only=False)
+    assert saved["global_step"] == STEP + 1
+    assert int(saved["averaging_state"]["n_averaged"]) == STEP + 1
+    assert saved["callbacks"]["EMA"] == {"latest_update_step": STEP + 1}
+
+    resumed_callbacks = config_callbacks(root)
+    _, trainer = fit(root, resumed_callbacks, ckpt_path=root / "hpc_ckpt_1.ckpt")
+    resumed = ema_of(resumed_callbacks)
+    assert trainer.global_step == 3 * 8
+    assert resumed.n_updates == whole.n_updates
+    a, b = whole._average_model, resumed._average_model
+    assert int(a.n_averaged) == int(b.n_averaged)
+    for x, y in zip(a.module.parameters(), b.module.parameters(), strict=True):
+        torch.testing.assert_close(x, y, rtol=0, atol=1e-6)
+    # the last.ckpt of both: the same EMA (exported) weights
+    w = torch.load(tmp_path / "whole" / "checkpoints" / "last.ckpt", weights_only=False)
+    r = torch.load(root / "checkpoints" / "last.ckpt", weights_only=False)
+    for key, value in w["state_dict"].items():
+        torch.testing.assert_close(value, r["state_dict"][key], rtol=0, atol=1e-6)
+
+    # moved behind everything, LastCheckpoint (which puts itself last at set-up) included
+    order = signal_at_step.trainer.callbacks
+    assert order[-1] is preemption
+    assert order.index(ema_of(part)) < order.index(preemption)
+    assert isinstance(order[-2], LastCheckpoint)
 
 
 def test_unknown_signal_name_is_refused() -> None:

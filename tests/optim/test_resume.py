@@ -4,14 +4,17 @@ uninterrupted run: base optimizer state, scheduler, EMA (both weight sets), Look
 from __future__ import annotations
 
 import functools
+import math
 
 import pytest
 import torch
+from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from dermlit.callbacks import EMA
-from dermlit.optim import SAM, LookSAM
-from optim.helpers import classifier, images_and_targets, loader, sgd, trainer
+from dermlit.optim import SAM, LookSAM, UpdateRule
+from dermlit.optim.replan import optimizer_changes
+from optim.helpers import TinyMLP, classifier, images_and_targets, loader, sgd, trainer
 
 STEP_LR = functools.partial(torch.optim.lr_scheduler.StepLR, step_size=2, gamma=0.5)
 ADAMW = functools.partial(torch.optim.AdamW, lr=1e-2, weight_decay=0.05)
@@ -72,3 +75,37 @@ def test_resume_at_epoch_boundary_equals_uninterrupted_run(tmp_path, name):
     )
     if name.startswith("looksam"):
         assert a["dermlit_optim"]["g_v"] is not None
+
+
+def test_lightning_restores_the_checkpoints_lr_which_optimizer_changes_names(tmp_path):
+    """Why ``resume=`` refuses a new ``optim.optimizer.lr`` (dermlit/resume.py): Lightning
+    restores the optimizer's param groups from the checkpoint, so the new LR is never used and
+    the re-planned schedule starts from the checkpoint's ``initial_lr``."""
+
+    def rule(lr):
+        return UpdateRule(
+            optimizer=functools.partial(torch.optim.AdamW, lr=lr, weight_decay=0.05),
+            scheduler=functools.partial(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=4),
+        )
+
+    class Groups(Callback):
+        def on_train_start(self, trainer, pl_module):
+            self.groups = [dict(g) for g in pl_module.optimizers().param_groups]
+
+    images, targets = images_and_targets(16)
+    callbacks = [ModelCheckpoint(dirpath=tmp_path, save_last=True)]
+    first = trainer(max_epochs=2, callbacks=callbacks, enable_checkpointing=True)
+    first.fit(classifier(rule(0.1), backbone=TinyMLP()), loader(images, targets))
+    seen = Groups()
+    resumed = classifier(rule(1e-3), backbone=TinyMLP())
+    trainer(max_epochs=3, callbacks=[seen]).fit(
+        resumed, loader(images, targets), ckpt_path=tmp_path / "last.ckpt"
+    )
+    assert seen.groups[0]["initial_lr"] == 0.1  # the config's 1e-3 is gone
+    assert seen.groups[0]["lr"] == pytest.approx(0.1 * (1 + math.cos(math.pi * 2 / 4)) / 2)
+    saved = torch.load(tmp_path / "last.ckpt", weights_only=False)
+    groups = saved["optimizer_states"][0]["param_groups"]
+    assert optimizer_changes(groups, rule(1e-3).optimizer) == {"lr": (0.1, 1e-3)}
+    assert optimizer_changes(groups, rule(0.1).optimizer) == {}
+    sgd_changes = optimizer_changes(groups, functools.partial(torch.optim.SGD, lr=0.1))
+    assert sgd_changes["betas"] == ((0.9, 0.999), None)
