@@ -58,7 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import roofline  # noqa: E402  (a sibling script)
 
 from dermlit.config import CONF_DIR, register_resolvers  # noqa: E402
-from dermlit.train import instantiate_dict  # noqa: E402
+from dermlit.fit import instantiate_dict  # noqa: E402
 
 #: callbacks that only record or display, left out of the timed fit
 BOOKKEEPING = (L.pytorch.callbacks.Checkpoint, L.pytorch.callbacks.ProgressBar)

@@ -15,12 +15,12 @@ Layouts of the weight sets in a checkpoint dict:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from dermlit.errors import InputError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 #: Lightning's key: the weights that are tested and exported (the average in an EMA checkpoint)
 STATE_DICT = "state_dict"
@@ -111,6 +111,8 @@ def recorded_best(run_dir: Path) -> tuple[set[str], str]:
     newest = newest_checkpoint(run_dir)
     if newest is None:
         return set(), "there is no checkpoints/last.ckpt or hpc_ckpt_*.ckpt to read its record from"
+    import torch  # here, not at the top: resume= and the run-dir refusals read paths only
+
     try:
         ckpt = torch.load(newest, map_location="cpu", weights_only=False, mmap=True)
     except Exception as err:
@@ -202,6 +204,8 @@ def resolve_checkpoints(run_dir: Path, which: str) -> list[Path]:
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
     """The checkpoint dict at ``path`` (read once), refused by name unless it is Lightning's."""
+    import torch
+
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:

@@ -16,3 +16,13 @@ EXIT_COMPLETED = 0
 EXIT_FAILED = 1
 EXIT_REFUSED = 2
 EXIT_PREEMPTED = 75
+
+
+class Preempted(SystemExit):
+    """Raised after the preemption checkpoint is written: ends the process without testing,
+    with exit status ``code`` (75 by default); ``checkpoint`` is the file to resume from. Here
+    rather than beside the callback, so that reading a run's status imports no Lightning."""
+
+    def __init__(self, code: int = EXIT_PREEMPTED, checkpoint: str | None = None) -> None:
+        super().__init__(code)
+        self.checkpoint = checkpoint

@@ -26,12 +26,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import lightning as L
-
-from dermlit.callbacks.preemption import Preempted
+from dermlit.exit_codes import Preempted
 from dermlit.run_lock import pid_alive, slurm_job_id
+
+if TYPE_CHECKING:  # Lightning is imported where a run trains: a refusal needs none of it
+    import lightning as L
 
 #: the file, in the run directory
 STATUS_FILE = "status.json"
@@ -112,18 +113,9 @@ class RunStatus:
 
     def callback(self) -> L.Callback:
         """A Lightning callback that tracks the trainer and rewrites ``running`` per epoch."""
-        return _StatusProgress(self)
+        from dermlit.callbacks.status_progress import StatusProgress
 
-
-class _StatusProgress(L.Callback):
-    def __init__(self, status: RunStatus) -> None:
-        self.status = status
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self.status.trainer = trainer
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.status.write("running")
+        return StatusProgress(self)
 
 
 @contextmanager

@@ -209,7 +209,7 @@ def test_grad_cam_of_an_ensemble_uses_every_member() -> None:
 
 
 def test_unknown_test_weights_are_refused_by_name() -> None:
-    from dermlit.train import test_checkpoint
+    from dermlit.fit import test_checkpoint
 
     cfg = OmegaConf.create({"test_weights": "average"})
     with pytest.raises(ValueError, match=r"test_weights must be one of .*snapshots.*'average'"):

@@ -50,7 +50,7 @@ from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import Callback
 
 from dermlit.data.samplers import EpochSampler
-from dermlit.exit_codes import EXIT_PREEMPTED
+from dermlit.exit_codes import EXIT_PREEMPTED, Preempted
 from dermlit.run_lock import slurm_job_id
 
 log = logging.getLogger(__name__)
@@ -59,15 +59,6 @@ log = logging.getLogger(__name__)
 NOT_RESUMABLE_WARNING = r"You're resuming from a checkpoint that ended before the epoch ended"
 
 __all__ = ["Preempted", "PreemptionCheckpoint", "ResumeSamplerPosition", "slurm_job_id"]
-
-
-class Preempted(SystemExit):
-    """Raised after the preemption checkpoint is written: ends the process without testing,
-    with exit status ``code`` (75 by default); ``checkpoint`` is the file to resume from."""
-
-    def __init__(self, code: int = EXIT_PREEMPTED, checkpoint: str | None = None) -> None:
-        super().__init__(code)
-        self.checkpoint = checkpoint
 
 
 class PreemptionCheckpoint(Callback):

@@ -221,3 +221,42 @@ def test_multirun_into_an_existing_sweep_is_refused_or_overwritten(tmp_path: Pat
     assert not (sweep / "0" / LOCK_FILE).exists()
     guard.on_multirun_end(config(sweep))
     assert not (sweep / LOCK_FILE).exists()
+
+
+REFUSE_WITHOUT_LIGHTNING = """
+import runpy, sys
+sys.argv = ["dermlit-train", *sys.argv[1:]]
+try:
+    runpy.run_module("dermlit.train", run_name="__main__")
+except SystemExit as stop:
+    print("exit", stop.code, "lightning imported:", "lightning" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize("refusal", ["occupied", "resume"])
+def test_a_refusal_comes_before_lightning_is_imported(tmp_path: Path, refusal: str) -> None:
+    """Refusals were printed after the Lightning import (~6 s each): dermlit.train is thin,
+    the fit lives in dermlit.fit."""
+    run = fake_run(tmp_path / "run")
+    args = [f"hydra.run.dir={run}"] if refusal == "occupied" else [f"resume={tmp_path / 'none'}"]
+    proc = subprocess.run(
+        [sys.executable, "-c", REFUSE_WITHOUT_LIGHTNING, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "exit 2 lightning imported: False" in proc.stdout, proc.stdout + proc.stderr
+    assert "dermlit-train:" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "env", [{}, {"RANK": "1"}, {"LOCAL_RANK": "0", "SLURM_PROCID": "3"}, {"SLURM_PROCID": "2"}]
+)
+def test_the_guards_rank_is_lightnings(monkeypatch, env: dict) -> None:
+    from lightning.fabric.utilities.rank_zero import _get_rank
+
+    from dermlit.run_dir_guard import is_rank_zero
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert is_rank_zero() == ((_get_rank() or 0) == 0)
