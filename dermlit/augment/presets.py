@@ -196,7 +196,7 @@ class DermoscopyAugment(KorniaPreset):
 class StandardAugment(KorniaPreset):
     """A typical natural-image recipe, kept as the baseline to compare the faithful preset with.
 
-    RandomResizedCrop down to 8% of the image, flips, strong colour jitter (hue up to half
+    RandomResizedCrop down to 8% of the image, horizontal flips, strong colour jitter (hue up to half
     the colour circle), elastic warps and random erasing: the ImageNet habits that the audit
     shows change lesion shape and colour far more than ``DermoscopyAugment``.
     """

@@ -63,6 +63,18 @@ def test_square_compactness_is_4_over_pi_and_rotation_invariant() -> None:
     assert max(values) / min(values) < 1.015
 
 
+@pytest.mark.parametrize("side", [20, 40, 80])
+def test_square_perimeter_loses_one_sigma_per_side(side: int) -> None:
+    """The docstring's accuracy statement: a square of side s measures about 4 (s - sigma)."""
+    m = torch.zeros(1, 1, 160, 160)
+    m[..., 40 : 40 + side, 40 : 40 + side] = 1
+    sigma = M.PERIMETER_SIGMA
+    assert M.perimeter(m).item() == pytest.approx(4 * (side - sigma), rel=0.01)
+    assert M.compactness(m).item() == pytest.approx(
+        16 * (side - sigma) ** 2 / (4 * math.pi * side**2), rel=0.02
+    )
+
+
 def test_semicircle_asymmetry_matches_independent_integration() -> None:
     r, y0 = 40.0, 84.0  # flat edge at row y0, the disc part above it
     yy, xx = grid()
