@@ -13,7 +13,8 @@ or ``+data.source.column_map.SCC=akiec`` (entries of a dict option). Known keys 
 mode would not read are refused too: ``checkpoint``/``weights``/``tta``/``data`` with
 ``predictions=`` (no model is run), ``val_predictions``/``predictions_are``/``metadata`` with
 ``run_dir=`` (a run's data source brings its own metadata),
-and ``data.*`` other than :data:`EVAL_DATA_KEYS` (the rest comes from the run).
+and ``data.*`` or ``data/*`` (a group under data, e.g. ``data/split=by_source``) other than
+:data:`EVAL_DATA_KEYS` (the rest comes from the run).
 """
 
 from __future__ import annotations
@@ -94,8 +95,9 @@ def refused_overrides(overrides: Sequence[str], base: DictConfig) -> list[str]:
             unknown = True
         elif top == "data" and base.get("predictions"):
             pass  # reported with the other checkpoint-only keys below
-        elif top == "data" and "." in o.key_or_group:
-            sub = o.key_or_group.split(".")[1]
+        elif top == "data" and ("." in o.key_or_group or "/" in o.key_or_group):
+            # data.split.seed=1 and data/split=by_source alike: the run's split is used
+            sub = o.key_or_group.replace("/", ".").split(".")[1]
             if sub not in EVAL_DATA_KEYS:
                 lines.append(
                     f"{text}: data.{sub} comes from the run ({resolved}), so that the model "

@@ -45,6 +45,13 @@ def test_a_model_override_is_refused_naming_where_the_model_comes_from(tmp_path,
             ["data=isic_csv", "data.source.csv=a", "data.source.images=b", "data.image_size=128"],
             ["data.image_size=128: data.image_size comes from the run"],
         ),
+        (  # a group under data: it was accepted and the run's split used all the same
+            ["data=ham10000", "data/split=by_source", "data/near_duplicates=default"],
+            [
+                "data/split=by_source: data.split comes from the run",
+                "data/near_duplicates=default: data.near_duplicates comes from the run",
+            ],
+        ),
         (["val_predictions=v.csv"], ["val_predictions=v.csv: read only with predictions=FILE"]),
         (["metadata.csv=m.csv"], ["metadata.csv=m.csv: read only with predictions=FILE"]),
         (
