@@ -116,7 +116,8 @@ def test_dermlit_eval_refuses_then_evaluates_logits(tmp_path: Path, capsys) -> N
     _, written, _ = read_predictions(tmp_path / "out" / "predictions.csv")  # as probabilities
     np.testing.assert_allclose(written, softmax(np.round(z, 6), axis=1), atol=2e-6)
     # a missing file is named too (today: pandas' FileNotFoundError traceback)
-    status = run_in_process(main, "dermlit-eval", f"predictions={tmp_path}/nope.csv", *args[1:])
+    missing = [f"predictions={tmp_path}/nope.csv", *args[1:2], f"output_dir={tmp_path}/out2"]
+    status = run_in_process(main, "dermlit-eval", *missing)
     assert_refused(status, capsys.readouterr().err, f"{tmp_path}/nope.csv: no such file")
 
 
