@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,9 +63,18 @@ def _finite(value) -> bool:
 
 
 def write_metrics(path: str | Path, metrics: Mapping[str, float]) -> None:
-    """Flat keys; NaN (undefined, e.g. AUROC of an absent class) is written as null."""
+    """Flat keys; NaN (undefined, e.g. AUROC of an absent class) is written as null.
+
+    Atomic: written to a temporary file beside it, then renamed over it (``os.replace``), so a
+    job killed mid-write leaves the old metrics.json or none, never a truncated one."""
+    path = Path(path)
     data = {k: _jsonable(v) for k, v in metrics.items()}
-    Path(path).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 @dataclass

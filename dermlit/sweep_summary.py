@@ -4,7 +4,7 @@ Reads every job directory of a Hydra multirun (``.hydra/overrides.yaml`` + ``met
 groups the jobs by configuration (their overrides without the seed) and writes one table, as
 markdown and CSV, with the mean and a 95% t-interval over seeds of the headline test metrics,
 sorted by macro-F1, plus a PNG of the same. Neither Hydra nor W&B summarise a sweep over seeds
-with uncertainty. Failed jobs (no metrics.json, or an error.log written by
+with uncertainty. Failed jobs (no metrics.json or an unreadable one, or an error.log written by
 :class:`dermlit.hydra_callbacks.JobErrorFile`) are listed, and counted per configuration.
 A job whose ``status.json`` (:mod:`dermlit.status`) says ``preempted`` or ``running`` is not a
 failed one: it is listed and counted as unfinished, with the command that continues it; a
@@ -20,7 +20,9 @@ ones all jobs share are printed once above the table.
 
 The summary ends with one ``dermlit compare --groups`` command per configuration against the
 ``(defaults)`` row (or, without one, the best row): the effect over seeds with an interval that
-also counts test-image sampling (:mod:`dermlit.evaluation.seed_compare`).
+also counts test-image sampling (:mod:`dermlit.evaluation.seed_compare`). It names the finished
+runs of the seeds both configurations finished (compare pairs runs by seed), and says which
+seeds it left out.
 """
 
 from __future__ import annotations
@@ -130,7 +132,14 @@ def read_job(path: Path, seed_key: str = "seed", split: str = "test") -> Job:
     if not metrics_file.is_file():
         reason = "no metrics.json: the job did not finish (see its train.log)"
         return Job(path, rest, seed, None, reason, state)
-    return Job(path, rest, seed, headline(json.loads(metrics_file.read_text()), split), None, state)
+    try:
+        metrics = json.loads(metrics_file.read_text())
+    except ValueError as err:  # truncated (a job killed mid-write) or not JSON at all
+        return Job(path, rest, seed, None, f"{metrics_file} is not valid JSON: {err}", state)
+    if not isinstance(metrics, dict):
+        reason = f"{metrics_file} is not a JSON object of metrics: {type(metrics).__name__}"
+        return Job(path, rest, seed, None, reason, state)
+    return Job(path, rest, seed, headline(metrics, split), None, state)
 
 
 def unfinished_reason(path: Path, status: dict) -> str:
@@ -254,11 +263,14 @@ def to_markdown(
             "",
             "## Effects over seeds",
             "",
-            "Each configuration against "
-            f"`{commands[0][1]}`, paired by seed (test-image sampling counted too):",
+            f"Each configuration against `{commands[0][1]}`, paired by seed over the seeds both"
+            " finished (test-image sampling counted too):",
             "",
         ]
-        lines += [f"- `{label}`: `{command}`" for label, _, command in commands]
+        for label, _, command, note in commands:
+            lines.append(f"- `{label}`: `{command}`" if command else f"- `{label}`: {note}")
+            if command and note:
+                lines.append(f"  ({note})")
     failed = [j for j in jobs if j.failed]
     lines += ["", f"## Failed jobs: {len(failed)} of {len(jobs)}", ""]
     lines += [
@@ -279,25 +291,51 @@ def to_markdown(
     return "\n".join(lines) + "\n"
 
 
-def compare_commands(table: pd.DataFrame, jobs: Sequence[Job]) -> list[tuple[str, str, str]]:
-    """``(configuration, reference, command)``: ``dermlit compare --groups`` of each
+def compare_commands(table: pd.DataFrame, jobs: Sequence[Job]) -> list[tuple[str, str, str, str]]:
+    """``(configuration, reference, command, note)``: ``dermlit compare --groups`` of each
     configuration against the ``(defaults)`` row, or the best row when there is none, for
-    configurations with >= 2 finished runs that wrote predictions.csv."""
+    configurations with >= 2 finished runs (status ``ok``: a metrics.json of this attempt, so
+    no preempted or running job's older files) that wrote predictions.csv.
+
+    ``dermlit compare`` pairs the runs by seed and refuses a seed without a partner, so each
+    command names only the runs of the seeds BOTH configurations finished; ``note`` says which
+    seeds were left out ("" when none), or, with fewer than 2 such seeds, why there is no
+    command (``command`` is then "")."""
     labels, _ = configuration_labels(jobs)
-    dirs: dict[str, list[str]] = {}
+    runs: dict[str, dict[str, str]] = {}  # configuration -> seed -> run directory
     for job, label in zip(jobs, labels, strict=True):
-        if not job.failed and (job.path / "predictions.csv").is_file():
-            dirs.setdefault(label, []).append(str(job.path))
-    order = [c for c in table["configuration"] if len(dirs.get(c, [])) >= 2]
+        if job.status == "ok" and (job.path / "predictions.csv").is_file():
+            runs.setdefault(label, {}).setdefault(str(job.seed), str(job.path))
+    order = [c for c in table["configuration"] if len(runs.get(c, {})) >= 2]
     if len(order) < 2:
         return []
     reference = "(defaults)" if "(defaults)" in order else order[0]
-    group = lambda c: shlex.quote(",".join(dirs[c]))  # noqa: E731
-    return [
-        (c, reference, f"dermlit compare --groups {group(c)} {group(reference)}")
-        for c in order
-        if c != reference
-    ]
+    commands = []
+    for c in order:
+        if c == reference:
+            continue
+        common = [s for s in runs[c] if s in runs[reference]]
+        left_out = [f"seed {s} only in `{c}`" for s in runs[c] if s not in common]
+        left_out += [f"seed {s} only in `{reference}`" for s in runs[reference] if s not in common]
+        if len(common) < 2:
+            note = (
+                f"no command: {len(common)} seed(s) finished in both (an interval over seeds "
+                f"needs 2 pairs); {', '.join(left_out)}"
+            )
+            commands.append((c, reference, "", note))
+            continue
+        group = {
+            label: shlex.quote(",".join(runs[label][s] for s in common)) for label in (c, reference)
+        }
+        note = (
+            f"seeds {', '.join(common)} only: the ones both finished; left out: "
+            + ", ".join(left_out)
+            if left_out
+            else ""
+        )
+        command = f"dermlit compare --groups {group[c]} {group[reference]}"
+        commands.append((c, reference, command, note))
+    return commands
 
 
 def plot(table: pd.DataFrame, jobs: Sequence[Job], path: Path, confidence: float = 0.95) -> None:

@@ -142,6 +142,56 @@ def test_cli_writes_markdown_csv_png_and_lists_failed_jobs(
         assert png.format == "PNG" and png.width > 500
 
 
+def test_a_truncated_metrics_json_fails_that_job_only(sweep: Path, tmp_path: Path, capsys) -> None:
+    """A metrics.json cut off mid-write (a job killed while writing it) is that job's failure,
+    with the reason; the other jobs are still summarised and the summary written."""
+    job = make_job(sweep, 8, ["loss=ldam", "sampler=shuffle", *COMMON, "seed=1"], None)
+    text = json.dumps(metrics(0.9, 0.9, 0.9, 0.1, {}))
+    (job / "metrics.json").write_text(text[: len(text) // 2])
+    try:
+        json.loads((job / "metrics.json").read_text())
+    except ValueError as err:
+        reason = f"{job / 'metrics.json'} is not valid JSON: {err}"
+    out = tmp_path / "summary"
+    assert cli_main(["sweep-summary", str(sweep), "--out", str(out)]) == 0
+    printed, err = capsys.readouterr()
+    assert printed == (out / "summary.md").read_text()
+    assert "## Failed jobs: 3 of 9" in printed and "3 of 9 jobs failed" in err
+    assert (
+        f"`8` `loss=ldam sampler=shuffle data.image_size=32 debug=fdr` seed=1: {reason}" in printed
+    )
+    table = pd.read_csv(out / "summary.csv").set_index("configuration")
+    assert (table.loc["loss=ldam", "n_seeds"], table.loc["loss=ldam", "n_failed"]) == (1, 1)
+    assert table.loc["loss=ldam", "macro_f1_mean"] == pytest.approx(0.45)  # the readable seed
+    assert table.loc["loss=focal", "macro_f1_mean"] == pytest.approx(np.mean([r[0] for r in FOCAL]))
+    jobs = pd.read_csv(out / "jobs.csv").set_index("job")
+    assert jobs.loc[8, "status"] == "failed" and jobs.loc[8, "error"] == reason
+
+
+def test_metrics_json_is_replaced_atomically(tmp_path: Path, monkeypatch) -> None:
+    """A write that dies half-way (disk full, a kill) leaves the previous metrics.json whole and
+    no temporary file behind, not a truncated metrics.json."""
+    from dermlit.rundir import write_metrics
+
+    path = tmp_path / "metrics.json"
+    write_metrics(path, {"test/macro_f1": 0.5})
+    real_write = Path.write_text
+
+    def dies_half_way(self: Path, data: str, *args, **kwargs) -> int:
+        real_write(self, data[: len(data) // 2], *args, **kwargs)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", dies_half_way)
+    with pytest.raises(OSError, match="No space left"):
+        write_metrics(path, {"test/macro_f1": 0.75, "test/ece": float("nan")})
+    monkeypatch.undo()
+    assert json.loads(path.read_text()) == {"test/macro_f1": 0.5}
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+    write_metrics(path, {"test/macro_f1": 0.75, "test/ece": float("nan")})
+    assert json.loads(path.read_text()) == {"test/ece": None, "test/macro_f1": 0.75}
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
 def test_default_out_dir_is_inside_the_sweep_and_not_read_as_a_job(sweep: Path, capsys) -> None:
     assert cli_main(["sweep-summary", str(sweep)]) == 0
     assert (sweep / "summary" / "summary.csv").is_file()

@@ -306,3 +306,51 @@ def test_sweep_summary_prints_the_compare_command_that_runs(tmp_path, capsys):
     assert cli([*argv[1:], "--resamples", "50"]) == 0
     printed = capsys.readouterr().out
     assert "3 seed pairs" in printed and "+0.250" in printed  # sam - adamw accuracy
+
+
+def test_sweep_summary_compare_command_pairs_finished_seeds_only(tmp_path, capsys):
+    """optim=sam finished seeds 0, 1, 3 (seed 2 was preempted and still holds the predictions.csv
+    of an earlier attempt); the defaults finished 0, 1, 2; optim=sgd only 2, 3. The printed
+    command compares sam and the defaults on seeds 0 and 1 (the ones both finished), says so,
+    and runs; sgd, one shared seed, gets no command but the reason."""
+    sweep = tmp_path / "multirun"
+    plan = [  # (optim, seed, correct, finished)
+        *[("adamw", s, CORRECT_B[s], True) for s in (0, 1, 2)],
+        ("sam", 0, CORRECT_A[0], True),
+        ("sam", 1, CORRECT_A[1], True),
+        ("sam", 2, CORRECT_A[2], False),
+        ("sam", 3, CORRECT_A[2], True),
+        ("sgd", 2, CORRECT_B[2], True),
+        ("sgd", 3, CORRECT_B[2], True),
+    ]
+    dirs = {}
+    for num, (optim, seed, correct, finished) in enumerate(plan):
+        job = write_run(sweep / str(num), seed, probs_for(correct))
+        overrides = [f"seed={seed}"] + ([] if optim == "adamw" else [f"optim={optim}"])
+        (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+        metrics = {"test/macro_f1": 0.5, "test/balanced_accuracy": 0.5, "test/ece": 0.1}
+        (job / "metrics.json").write_text(json.dumps(metrics))  # the preempted one's: stale
+        state = "completed" if finished else "preempted"
+        (job / "status.json").write_text(json.dumps({"state": state, "epoch": 3, "step": 30}))
+        dirs[optim, seed] = str(job)
+    jobs = read_jobs(sweep)
+    assert [j.status for j in jobs].count("preempted") == 1
+    md = to_markdown(summarise(jobs), jobs, sweep)
+    lines = md.splitlines()
+    i = next(k for k, x in enumerate(lines) if x.startswith("- `optim=sam`:"))
+    argv = shlex.split(lines[i].split(": `", 1)[1].rstrip("`"))
+    assert argv[:3] == ["dermlit", "compare", "--groups"]
+    assert argv[3:] == [
+        ",".join(dirs["sam", s] for s in (0, 1)),
+        ",".join(dirs["adamw", s] for s in (0, 1)),
+    ]
+    assert lines[i + 1] == (
+        "  (seeds 0, 1 only: the ones both finished; left out: seed 3 only in `optim=sam`, "
+        "seed 2 only in `(defaults)`)"
+    )
+    assert "- `optim=sgd`: no command: 1 seed(s) finished in both" in md
+    assert not any("optim=sgd" in x and "dermlit compare" in x for x in lines)
+    assert cli([*argv[1:], "--resamples", "50"]) == 0
+    printed = capsys.readouterr().out
+    # sam - adamw accuracy over seeds 0, 1: (7/8 - 5/8 + 6/8 - 5/8) / 2 = 0.1875
+    assert "2 seed pairs" in printed and "+0.188" in printed
