@@ -14,6 +14,7 @@ predictions.csv and report/ (the same writer ``dermlit-train`` uses for its test
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -87,13 +88,50 @@ def eval_datamodule(train_data: DictConfig, data: DictConfig):
     return instantiate(node)
 
 
-def train_class_counts(splits_csv: Path) -> list[int] | None:
-    """TRAIN images per class from a run's splits.csv (the prior of post-hoc adjustment)."""
-    if not splits_csv.is_file():
-        return None
-    frame = pd.read_csv(splits_csv)
-    counts = frame.loc[frame["split"] == "train", "label"].value_counts()
-    return [int(counts.get(c, 0)) for c in CLASSES]
+#: the TRAIN counts per class name that dermlit-train writes beside splits.csv (dermlit/fit.py):
+#: what ``dermlit archive`` keeps in place of splits.csv, a list of the dataset's images
+CLASS_COUNTS_FILE = "class_counts.json"
+
+
+def train_class_counts(splits_csv: Path, posthoc=None) -> list[int] | None:
+    """TRAIN images per class (the prior of post-hoc adjustment) from a run's splits.csv or,
+    without one (an archived run), the :data:`CLASS_COUNTS_FILE` beside it; None without
+    either, unless the ``posthoc`` rule needs the prior: then an InputError naming both."""
+    if splits_csv.is_file():
+        frame = pd.read_csv(splits_csv)
+        counts = frame.loc[frame["split"] == "train", "label"].value_counts()
+        return [int(counts.get(c, 0)) for c in CLASSES]
+    counts_json = splits_csv.with_name(CLASS_COUNTS_FILE)
+    if counts_json.is_file():
+        try:
+            named = json.loads(counts_json.read_text())
+        except ValueError as err:
+            raise InputError(f"{counts_json} is not valid JSON: {err}") from None
+        counts_ok = isinstance(named, dict) and not set(named) - set(CLASSES)
+        if not counts_ok or not all(type(v) is int and v >= 0 for v in named.values()):
+            raise InputError(
+                f"{counts_json} must map class names {list(CLASSES)} to TRAIN image counts, "
+                f"got {named!r}"
+            )
+        return [int(named.get(c, 0)) for c in CLASSES]
+
+    def needs_prior(rule) -> bool:
+        from dermlit.evaluation.posthoc import LogitAdjustment
+        from dermlit.evaluation.prior_shift import PriorEM
+
+        if isinstance(rule, PriorEM):
+            return not rule.calibrate or needs_prior(rule.decision)
+        return isinstance(rule, LogitAdjustment)
+
+    if needs_prior(posthoc):
+        raise InputError(
+            f"posthoc {type(posthoc).__name__} needs the TRAIN class counts (the prior), and "
+            f"neither {splits_csv} nor {counts_json} exists: evaluate the run directory itself "
+            f"(its splits.csv) or an archived run that has {CLASS_COUNTS_FILE} (dermlit-train "
+            "writes it, dermlit archive keeps it), or use a rule without a prior "
+            "(posthoc=class_bias)"
+        )
+    return None
 
 
 def checkpoint_model(
@@ -167,6 +205,7 @@ def joined_metadata(
 def evaluate(cfg: DictConfig) -> Evaluation:
     settings = instantiate(cfg.evaluation)
     skipped = explainer = adabn_images = None
+    posthoc = instantiate(cfg.posthoc) if cfg.get("posthoc") else None
     if cfg.predictions:
         if settings.adabn:
             raise InputError(
@@ -180,14 +219,13 @@ def evaluate(cfg: DictConfig) -> Evaluation:
         if cfg.metadata.csv:
             outputs, val = joined_metadata(cfg.metadata, outputs, val)
         source = str(cfg.predictions)
-        counts = train_class_counts(Path(cfg.predictions).parent / "splits.csv")
-    else:
+        counts = train_class_counts(Path(cfg.predictions).parent / "splits.csv", posthoc)
+    else:  # the counts first: a refusal before the predictions, not after them
+        counts = train_class_counts(Path(cfg.run_dir) / "splits.csv", posthoc)
         outputs, val, source, skipped, explainer, adabn_images = predict_from_checkpoint(
             cfg, settings
         )
-        counts = train_class_counts(Path(cfg.run_dir) / "splits.csv")
     out_dir = Path(cfg.output_dir)
-    posthoc = instantiate(cfg.posthoc) if cfg.get("posthoc") else None
     if posthoc is not None and posthoc.fitted_on_validation and val is None:
         raise InputError("posthoc adjustment is fitted on validation: give val_predictions=")
     evaluation = write_evaluation(

@@ -27,6 +27,11 @@ def export_run(run_dir: Path, out: Path | None = None) -> Path:
     from dermlit.inference.run import load_decisions
     from dermlit.inference.weights import deployable_model
 
+    if out is not None and Path(out).is_dir():  # refused before the export, not at its end
+        example = Path(out) / "model.onnx"
+        raise InputError(
+            f"--out {out} is a directory: give the file to write, e.g. --out {example}"
+        )
     decisions = load_decisions(run_dir)
     model = deployable_model(decisions, "cpu")
     metadata = build_metadata(

@@ -4,6 +4,7 @@ run directory. Apart from :mod:`dermlit.train` (the Hydra entry point), so that 
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import warnings
@@ -20,6 +21,7 @@ from dermlit.callbacks.checkpoints import (
     monitored_checkpoint,
 )
 from dermlit.checkpoints import SNAPSHOTS, resolve_snapshots
+from dermlit.constants import CLASSES
 from dermlit.errors import InputError
 from dermlit.evaluation.report import log_report_to_loggers
 from dermlit.explain.review import split_explainer
@@ -135,6 +137,10 @@ def fit_and_test(
         metrics: dict[str, float] = {}
         if trainer.is_global_zero:
             datamodule.splits.to_csv(run_dir / "splits.csv", index=False)
+            # the TRAIN counts alone, the prior of posthoc=logit_adjust: `dermlit archive` keeps
+            # them, never splits.csv (a per-image list of the dataset)
+            counts = dict(zip(CLASSES, datamodule.class_counts, strict=True))
+            (run_dir / "class_counts.json").write_text(json.dumps(counts, indent=2) + "\n")
             if len(datamodule.skipped):
                 datamodule.skipped.to_csv(run_dir / "skipped.csv", index=False)
             evaluation = write_evaluation(

@@ -46,9 +46,11 @@ RUN_ENTRIES = (
     "wandb",
     "report",
     "eval",
+    "export",
     "predictions.csv",
     "val_predictions.csv",
     "splits.csv",
+    "class_counts.json",
     "skipped.csv",
 )
 #: ... and these patterns: Hydra's job logs (train.log, ddp_rank_1.log), error.log, preemptions

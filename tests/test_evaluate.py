@@ -17,7 +17,7 @@ from hydra import compose, initialize_config_dir
 from sklearn.metrics import balanced_accuracy_score, f1_score
 from tiny_run import TINY_RUN
 
-from dermlit.constants import ISIC_COLUMNS
+from dermlit.constants import CLASSES, ISIC_COLUMNS
 from dermlit.data.sources import HAM10000Source
 from dermlit.errors import InputError
 from dermlit.evaluate import evaluate
@@ -177,6 +177,53 @@ def test_eval_with_tta_and_posthoc_adjustment_fitted_on_val(run) -> None:
     )
     with pytest.raises(ValueError, match="fitted on validation"):
         evaluate(eval_cfg(f"predictions={run_dir}/predictions.csv", "posthoc=logit_adjust"))
+
+
+def test_an_archived_run_keeps_the_train_counts_for_logit_adjustment(run, tmp_path: Path) -> None:
+    """dermlit-train writes class_counts.json (the TRAIN images per class, from splits.csv);
+    dermlit archive keeps it instead of splits.csv, and dermlit-eval predictions= of the
+    archive fits posthoc=logit_adjust as from the run; without it, one line naming both files."""
+    from dermlit.cli import main
+
+    run_dir, _ = run
+    splits = pd.read_csv(run_dir / "splits.csv")
+    train = splits.loc[splits["split"] == "train", "label"].value_counts()
+    counts = json.loads((run_dir / "class_counts.json").read_text())
+    assert counts == {c: int(train.get(c, 0)) for c in CLASSES} and sum(counts.values()) > 0
+    kept = tmp_path / "kept"
+    assert main(["archive", str(run_dir), str(kept)]) == 0
+    assert (kept / "class_counts.json").is_file() and not (kept / "splits.csv").exists()
+
+    def logit_adjusted(folder: Path, out: str) -> dict:
+        return evaluate(
+            eval_cfg(
+                f"predictions={folder}/predictions.csv",
+                f"val_predictions={folder}/val_predictions.csv",
+                "posthoc=logit_adjust",
+                f"output_dir={tmp_path / out}",
+            )
+        ).metrics
+
+    from_run, from_archive = logit_adjusted(run_dir, "run"), logit_adjusted(kept, "kept")
+    for key in ("posthoc/tau", "test/macro_f1", "val/macro_f1"):
+        assert from_archive[key] == from_run[key], key
+    (kept / "class_counts.json").unlink()
+    with pytest.raises(InputError) as refusal:
+        logit_adjusted(kept, "none")
+    message = str(refusal.value)
+    assert "\n" not in message and "needs the TRAIN class counts" in message
+    assert str(kept / "splits.csv") in message and str(kept / "class_counts.json") in message
+    assert not (tmp_path / "none").exists()  # refused before anything was written
+    # a rule without a prior does not need them
+    m = evaluate(
+        eval_cfg(
+            f"predictions={kept}/predictions.csv",
+            f"val_predictions={kept}/val_predictions.csv",
+            "posthoc=class_bias",
+            f"output_dir={tmp_path / 'bias'}",
+        )
+    ).metrics
+    assert any(k.startswith("posthoc/bias_") for k in m)
 
 
 def test_eval_on_an_isic_csv_and_an_unlabelled_folder(run, tmp_path: Path) -> None:

@@ -165,6 +165,19 @@ def test_overwrite_deletes_the_old_runs_files_and_keeps_the_rest(tmp_path: Path,
     guard.on_run_end(config(run))
 
 
+def test_overwrite_deletes_the_old_runs_export_and_class_counts(tmp_path: Path) -> None:
+    """dermlit export's default RUN/export/model.onnx and class_counts.json describe the old
+    run's weights and split: overwrite=true deletes them with the rest."""
+    run = fake_run(tmp_path / "run")
+    (run / "export").mkdir()
+    (run / "export" / "model.onnx").write_bytes(b"old weights")
+    (run / "class_counts.json").write_text("{}")
+    guard = RunDirGuard()
+    guard.on_run_start(config(run, overwrite=True))
+    assert sorted(p.name for p in run.iterdir()) == [LOCK_FILE, "notes.txt"]
+    guard.on_run_end(config(run))
+
+
 def test_resume_of_the_same_directory_is_allowed_and_conflicts_are_refused(tmp_path: Path) -> None:
     run = fake_run(tmp_path / "run")
     guard = RunDirGuard()

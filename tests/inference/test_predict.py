@@ -211,6 +211,21 @@ def test_export_and_onnx_predict_give_the_same_csv(run, tmp_path: Path, capsys) 
     assert "was exported from a run with config hash" in err
 
 
+def test_export_to_an_existing_directory_is_one_clear_line(run, tmp_path: Path, capsys) -> None:
+    """--out names the file to write: an existing directory is refused by name, before the
+    export (not an IsADirectoryError traceback at its end)."""
+    run_dir, _ = run
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", str(run_dir), "--format", "onnx", "--out", str(folder)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("dermlit export: ")
+    assert f"--out {folder} is a directory" in err and str(folder / "model.onnx") in err
+    assert list(folder.iterdir()) == []
+
+
 def test_onnx_equals_eager_on_real_images(run, ham_dir: Path) -> None:
     """The exported run against its PyTorch module on real HAM10000 JPEGs (skipped without)."""
     from dermlit.export.onnx import OnnxClassifier
