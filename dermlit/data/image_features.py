@@ -105,15 +105,15 @@ def global_descriptor(rgb: np.ndarray) -> np.ndarray:
     return np.concatenate([hist, corr]).astype(np.float32)
 
 
-_CLAHE = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(4, 4))
-
-
 def orb_features(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(points (n, 2), packed descriptors (n, 32))`` of a blurred+CLAHE grey image."""
+    """``(points (n, 2), packed descriptors (n, 32))`` of a blurred+CLAHE grey image. The CLAHE
+    object is made per call: OpenCV's keeps buffers, and one shared by the feature threads gave
+    other features from run to run (and now and then an assertion error for one image)."""
     orb = cv2.ORB_create(
         nfeatures=N_FEATURES, nlevels=5, edgeThreshold=15, patchSize=15, fastThreshold=8
     )
-    keypoints, desc = orb.detectAndCompute(_CLAHE.apply(grey), None)
+    clahe = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(4, 4))
+    keypoints, desc = orb.detectAndCompute(clahe.apply(grey), None)
     if desc is None:
         return np.zeros((0, 2), np.float32), np.zeros((0, DESC_BYTES), np.uint8)
     points = np.array([k.pt for k in keypoints], np.float32).reshape(-1, 2)

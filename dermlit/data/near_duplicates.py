@@ -41,7 +41,8 @@ from dermlit.data.image_features import ImageFeatures, extract_features
 log = logging.getLogger(__name__)
 
 #: bump when the features or the verification change: invalidates cached detections
-DETECTOR_VERSION = 2
+#: (3: the NCC ignores the warp's border pixels; ORB features without a shared CLAHE)
+DETECTOR_VERSION = 3
 PAIR_COLUMNS = ["a", "b", "similarity", "inliers", "overlap", "mirrored", "global_similarity"]
 SAME_LESION = "same lesion (expected)"
 CROSS_LESION = "different lesions, same label (missing lesion link: leakage risk)"
@@ -205,9 +206,15 @@ class NearDuplicateDetector:
         h, w = grey_a.shape
         log_b = np.log(np.ascontiguousarray(grey_b, dtype=np.float32) + 8.0)
         warped = cv2.warpAffine(log_b, half, (w, h), flags=cv2.INTER_LINEAR)
-        ones = np.ones(grey_b.shape, np.uint8)
-        valid = cv2.warpAffine(ones, half, (w, h), flags=cv2.INTER_NEAREST) > 0
-        valid = cv2.erode(valid.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+        # a pixel is valid only where its whole bilinear footprint lies inside b (warped alike):
+        # nearest-neighbour warping of the mask, and erosion with OpenCV's default border, kept
+        # edge pixels blended with the zero border, and exact copies under a near-identity
+        # transform scored 0.66-0.79 against 0.99 without them (a measured miss)
+        ones = np.ones(grey_b.shape, np.float32)
+        inside = cv2.warpAffine(ones, half, (w, h), flags=cv2.INTER_LINEAR) > 1 - 1e-4
+        kernel = np.ones((3, 3), np.uint8)
+        eroded = cv2.erode(inside.astype(np.uint8), kernel, borderValue=0)
+        valid = eroded > 0
         overlap = float(valid.mean())
         log_a = np.log(grey_a.astype(np.float32) + 8.0)
         # the dermoscope's dark circular vignette is not the lesion: two vignetted images

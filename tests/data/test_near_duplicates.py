@@ -149,3 +149,41 @@ def test_undecodable_image_is_left_out(tmp_path: Path) -> None:
     feats = extract_features([str(bad)])
     assert not feats.ok[0] and feats.errors[0].startswith(("UnidentifiedImageError", "OSError"))
     assert NearDuplicateDetector().find(feats).empty
+
+
+def test_the_ncc_ignores_the_warps_border() -> None:
+    """An image against itself under a near-identity transform (what RANSAC returns for an
+    exact copy): bilinear edge pixels blended with the zero border were scored, so exact copies
+    fell to 0.66-0.79 NCC, under the 0.8 threshold, and crossed the split. The reference is
+    the NCC of the interior alone, computed here."""
+    from types import SimpleNamespace
+
+    import cv2
+
+    from dermlit.data.near_duplicates import _ncc
+
+    rng = np.random.default_rng(0)
+    grey = cv2.GaussianBlur(rng.uniform(60, 200, (75, 100)).astype(np.float32), (0, 0), 3.0)
+    grey = grey.astype(np.uint8)
+    feats = SimpleNamespace(grey=[grey, grey])
+    full_res = np.array([[0.999, -0.003, 0.316], [0.003, 0.999, -0.142]])  # halved inside
+    similarity, overlap = NearDuplicateDetector._aligned_ncc(feats, 0, 1, False, full_res)
+    half = full_res.copy()
+    half[:, 2] /= 2
+    log = np.log(grey.astype(np.float32) + 8.0)
+    warped = cv2.warpAffine(log, half, (100, 75), flags=cv2.INTER_LINEAR)
+    interior = (slice(3, -3), slice(3, -3))
+    assert similarity == pytest.approx(_ncc(log[interior], warped[interior]), abs=0.01)
+    assert similarity > 0.99 and overlap > 0.9
+
+
+def test_features_do_not_depend_on_the_number_of_threads(synthetic_index: pd.DataFrame) -> None:
+    """One CLAHE object shared by the feature threads gave other ORB features from run to run
+    (OpenCV's CLAHE keeps buffers), so the cached leak check was not reproducible."""
+    paths = synthetic_index["path"].tolist() * 4
+    one = extract_features(paths, workers=1)
+    for _ in range(3):
+        many = extract_features(paths, workers=8)
+        np.testing.assert_array_equal(many.n_points, one.n_points)
+        np.testing.assert_array_equal(many.binary, one.binary)
+        assert many.errors == one.errors == {}
