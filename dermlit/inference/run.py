@@ -58,8 +58,8 @@ def posthoc_bias(metrics: Mapping, run_dir: Path) -> np.ndarray:
         counts = train_counts(run_dir)
         if counts is None or (counts <= 0).any():
             raise InputError(
-                f"{run_dir}: posthoc/tau needs the TRAIN class counts from splits.csv "
-                f"(missing or a class without images: {counts})"
+                f"{run_dir}: posthoc/tau needs the TRAIN class counts from splits.csv or "
+                f"class_counts.json (missing or a class without images: {counts})"
             )
         return -float(metrics["posthoc/tau"]) * np.log(counts / counts.sum())
     unknown = [k for k in metrics if k.startswith("posthoc/")]
