@@ -23,7 +23,14 @@ from dermlit.data.colour_constancy import NoColourConstancy
 from dermlit.data.dataset import CachedImageDataset
 from dermlit.data.near_duplicates import NearDuplicateDetector
 from dermlit.data.split_file import apply_split_file, check_split, file_sha256
-from dermlit.data.splits import SPLITS, GroupedSplit, SplitError, link_groups, split_table
+from dermlit.data.splits import (
+    SPLITS,
+    GroupedSplit,
+    SplitError,
+    crossing_pairs,
+    link_groups,
+    split_table,
+)
 from dermlit.data.validation import OnError, apply_policy
 from dermlit.distributed import evaluation_sampler
 from dermlit.errors import InputError
@@ -145,6 +152,8 @@ class DermDataModule(L.LightningDataModule):
                 "split_file_sha256": sha,
             }
             log.info("Split from %s (sha256 %s)", self.split_file, sha)
+            if self.near_duplicates is not None:
+                self.split_info["near_duplicate_pairs_across_splits"] = self._crossing(df)
             return df
         if "split" in df.columns and self.split is None:  # official splits are kept, checked
             used = tuple(s for s in SPLITS if (df["split"] == s).any())
@@ -175,6 +184,29 @@ class DermDataModule(L.LightningDataModule):
             "near_duplicate_pairs": 0 if pairs is None else len(pairs),
         }
         return df
+
+    def _crossing(self, df: pd.DataFrame) -> int:
+        """Near-duplicate pairs a frozen split puts on two sides: warned with the first pairs,
+        not refused (a published benchmark split may be wanted as it is), and counted in
+        split.json. The file's checks know lesions and groups, not the images' pixels."""
+        pairs = self.near_duplicates.pairs(df, self.cache_dir / "near_duplicates")
+        self.near_duplicate_pairs = pairs
+        crossing = crossing_pairs(df, df["split"], pairs)
+        if len(crossing):
+            where = dict(zip(df["image_id"].astype(str), df["split"], strict=True))
+            shown = [
+                f"{a} ({where[a]}) ~ {b} ({where[b]})"
+                for a, b in zip(crossing["image_a"], crossing["image_b"], strict=True)
+            ]
+            log.warning(
+                "%s puts %d near-duplicate pair(s) on two sides (a leak between splits): %s%s. "
+                "`dermlit data split` writes a split that keeps them together",
+                self.split_file,
+                len(crossing),
+                ", ".join(shown[:5]),
+                ", ..." if len(shown) > 5 else "",
+            )
+        return int(len(crossing))
 
     @property
     def source_column(self) -> str | None:

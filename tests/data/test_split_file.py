@@ -214,3 +214,44 @@ def test_dermlit_train_refuses_a_bad_split_file_in_one_line(tiny_ham, tmp_path, 
     refusals = [line for line in lines if line.startswith("dermlit-train: ")]
     assert refusals == lines[-1:] and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert f"1 ({lesion} in {spread[lesion]}) lesion_id(s) have images in two splits" in lines[-1]
+
+
+def test_a_frozen_split_that_separates_a_near_duplicate_is_warned_and_counted(
+    tmp_path: Path, caplog
+) -> None:
+    """The file's checks know lesions and groups, not pixels: a lesion-only split file put an
+    exact copy under another lesion id on the other side without a word."""
+    import logging
+    import shutil
+
+    from dermlit.data.synthetic import generate_synthetic_dataset
+
+    root = tmp_path / "syn"
+    generate_synthetic_dataset(
+        root, n_images=40, seed=3, width=200, height=150, max_images_per_lesion=1
+    )
+    meta = pd.read_csv(root / "HAM10000_metadata.csv", dtype=str)
+    original = meta[meta["dx"] == "nv"].iloc[0]
+    shutil.copy(root / "images" / f"{original.image_id}.jpg", root / "images" / "SYN_COPY.jpg")
+    copy = original.copy()
+    copy["image_id"], copy["lesion_id"] = "SYN_COPY", "SYNL_COPY"
+    pd.concat([meta, copy.to_frame().T]).to_csv(root / "HAM10000_metadata.csv", index=False)
+    out = tmp_path / "lesion_only.csv"
+    cache = f"paths.cache_dir={tmp_path}/c"
+    args = ["data", "split", str(root), "--out", str(out), "-o", cache]
+    assert dermlit_main([*args, "-o", "data.near_duplicates=null"]) == 0
+    table = pd.read_csv(out, dtype=str)
+    side = table.set_index("image_id")["split"]
+    table.loc[table["image_id"] == "SYN_COPY", "split"] = next(
+        s for s in ("train", "val", "test") if s != side[original.image_id]
+    )
+    table.to_csv(out, index=False)
+    with caplog.at_level(logging.WARNING, logger="dermlit.data.datamodule"):
+        data = datamodule(root, tmp_path / "c", f"data.split_file={out}")
+    assert data.split_info["near_duplicate_pairs_across_splits"] == 1
+    assert "puts 1 near-duplicate pair(s) on two sides" in caplog.text
+    assert original.image_id in caplog.text and "SYN_COPY" in caplog.text
+    # the split the same data= config writes keeps the two together: nothing to warn
+    assert dermlit_main([*args[:4], str(tmp_path / "grouped.csv"), "-o", cache]) == 0
+    kept = datamodule(root, tmp_path / "c", f"data.split_file={tmp_path / 'grouped.csv'}")
+    assert kept.split_info["near_duplicate_pairs_across_splits"] == 0
