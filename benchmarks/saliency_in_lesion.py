@@ -59,7 +59,12 @@ def main() -> None:
         raise SystemExit(f"no test image of {args.run_dir} has a mask in {args.masks}")
     size = decisions.image_size
     pixels = np.stack([decode(args.images / f"{i}.jpg", size)[0] for i in test["image_id"]])
-    masks = np.stack([load_lesion_mask(mask_path(args.masks, i), size) for i in test["image_id"]])
+    masks = np.stack(
+        [
+            load_lesion_mask(mask_path(args.masks, i), size, args.images / f"{i}.jpg")
+            for i in test["image_id"]
+        ]
+    )
     with torch.inference_mode():
         probs = torch.cat([model(torch.from_numpy(c))[0] for c in np.array_split(pixels, 16)])
     decided = probs.argmax(1).numpy()

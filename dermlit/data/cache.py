@@ -76,6 +76,15 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), "L").convert("RGB")
 
 
+def decoded_size(path: str | os.PathLike, size: int) -> tuple[int, int]:
+    """The (width, height) :func:`load_square` decodes ``path`` at before :func:`square_crop`:
+    a JPEG's decoder downscales by a power of two (``draft``), rounding up (200x150 at 32 px:
+    50x38), so a mask of the image must be brought to this size first to share its geometry."""
+    with Image.open(path) as img:
+        img.draft("RGB", (size, size))
+        return img.size
+
+
 def load_square(path: str | os.PathLike, size: int) -> np.ndarray:
     """The image at ``path`` as uint8 RGB (size, size, 3), through :func:`square_crop`."""
     with Image.open(path) as img:

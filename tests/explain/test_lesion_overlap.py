@@ -3,6 +3,8 @@ geometry, and the whole measurement on real HAM10000 images and masks."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import timm
@@ -92,3 +94,21 @@ def test_real_images_masks_and_saliency(ham_dir):
     assert ((res.saliency[defined] >= 0) & (res.saliency[defined] <= 1)).all()
     assert ((res.blob[defined] >= 0) & (res.blob[defined] <= 1)).all()
     assert res.summary(n_resamples=100)["n_images"] == defined.sum()
+
+
+def test_the_mask_shares_the_jpeg_decoders_geometry(tmp_path: Path) -> None:
+    """load_square lets the JPEG decoder shrink a 200x150 image to 50x38 at 32 px (draft); the
+    mask (a PNG) went straight to the crop, so it sat 0.4 px off and 2 % of its pixels
+    disagreed with the image's geometry. The reference: the mask itself, saved as the JPEG
+    image and sent through load_square."""
+    yy, xx = np.mgrid[0:150, 0:200]
+    mask = (((yy - 80.3) / 45) ** 2 + ((xx - 93.7) / 60) ** 2 <= 1).astype(np.uint8) * 255
+    Image.fromarray(mask).save(tmp_path / "ISIC_0000001_segmentation.png")
+    image = tmp_path / "ISIC_0000001.jpg"
+    Image.fromarray(mask).convert("RGB").save(image, quality=100)
+    for size in (32, 64):
+        reference = load_square(image, size)[..., 0] >= 128
+        aligned = load_lesion_mask(mask_path(tmp_path, "ISIC_0000001"), size, image)
+        assert (aligned != reference).mean() <= 0.002, size
+    unaligned = load_lesion_mask(mask_path(tmp_path, "ISIC_0000001"), 32)
+    assert (unaligned != (load_square(image, 32)[..., 0] >= 128)).mean() > 0.01  # the old path
