@@ -178,11 +178,15 @@ def test_a_group_across_splits_is_refused_when_other_rows_have_no_group(tiny_ham
     assert out["group"].tolist() == expected.tolist()
 
 
-def test_dermlit_train_refuses_a_bad_split_file_in_one_line(tiny_ham, tmp_path, frozen) -> None:
+def test_dermlit_train_refuses_a_bad_split_file_in_one_line(
+    tiny_ham, tmp_path, frozen, capsys
+) -> None:
     """README's failure table: a frozen split file with a lesion across splits is refused with
-    one line on stderr and exit status 2 (it was a ValueError: a traceback and exit 1)."""
-    import subprocess
-    import sys
+    one line on stderr and exit status 2 (it was a ValueError: a traceback and exit 1). In
+    process, through the entry point's Hydra callbacks (a subprocess cost 10 s of make test)."""
+    from faults.fault_helpers import assert_refused, run_in_process
+
+    from dermlit.train import main
 
     def leak(t):  # one image of a train lesion moved to test
         t.loc[t.index[t.split == "train"][0], "split"] = "test"
@@ -192,11 +196,7 @@ def test_dermlit_train_refuses_a_bad_split_file_in_one_line(tiny_ham, tmp_path, 
     table = pd.read_csv(bad, dtype=str)
     spread = table.groupby("lesion_id")["split"].agg(lambda s: "+".join(sorted(set(s))))
     lesion = table.loc[table.index[table.split == "train"][0], "lesion_id"]
-    repo = Path(__file__).resolve().parents[2]
-    cmd = [
-        sys.executable,
-        "-m",
-        "dermlit.train",
+    args = [
         "data=ham10000",
         f"data.source.root={tiny_ham}",
         f"data.split_file={bad}",
@@ -206,14 +206,12 @@ def test_dermlit_train_refuses_a_bad_split_file_in_one_line(tiny_ham, tmp_path, 
         f"hydra.run.dir={tmp_path}/run",
         "logger=csv",
     ]
-    proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
-    # stderr also holds Lightning's own start-up lines (seed, accelerators): the refusal is
-    # the one dermlit line, the last, with no traceback
-    lines = proc.stderr.strip().splitlines()
-    refusals = [line for line in lines if line.startswith("dermlit-train: ")]
-    assert refusals == lines[-1:] and "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    assert f"1 ({lesion} in {spread[lesion]}) lesion_id(s) have images in two splits" in lines[-1]
+    status = run_in_process(main, "dermlit-train", *args)
+    err = capsys.readouterr().err
+    expected = f"1 ({lesion} in {spread[lesion]}) lesion_id(s) have images in two splits"
+    assert_refused(status, err, "dermlit-train: ", expected)
+    refusals = [line for line in err.strip().splitlines() if line.startswith("dermlit-train: ")]
+    assert len(refusals) == 1 and expected in refusals[0], err[-3000:]
 
 
 def test_a_frozen_split_that_separates_a_near_duplicate_is_warned_and_counted(
