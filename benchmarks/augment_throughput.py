@@ -149,15 +149,23 @@ def main() -> None:
         if "kornia compiled" in ips:
             print(f"  ratio compiled / eager: {ips['kornia compiled'] / ips['kornia eager']:.2f}x")
         if size == step_size:
-            aug_64 = args.batch / max(ips["kornia eager"], ips.get("kornia compiled", 0.0))
+            # eager is what training runs (dermlit compiles no augmentation); fastest: a bound
+            aug_64 = {
+                "eager, as training runs it": args.batch / ips["kornia eager"],
+                "fastest variant": args.batch
+                / max(ips["kornia eager"], ips.get("kornia compiled", 0.0)),
+            }
     if aug_64 is not None:
         step = train_step_seconds(args.batch, step_size, args.repeats, args.device, step_model)
         print(
             f"{step_model} train step ({step_size} px, batch {args.batch}, fwd+bwd+AdamW, "
-            f"{args.device}): {step * 1e3:.0f} ms; dermoscopy preset (fastest variant): "
-            f"{aug_64 * 1e3:.0f} ms = {aug_64 / step:.1%} of the step "
-            f"({aug_64 / (step + aug_64):.1%} of step + augmentation)"
+            f"{args.device}): {step * 1e3:.0f} ms"
         )
+        for name, aug in aug_64.items():
+            print(
+                f"  dermoscopy preset ({name}): {aug * 1e3:.0f} ms = {aug / step:.1%} of the "
+                f"step ({aug / (step + aug):.1%} of step + augmentation)"
+            )
 
 
 if __name__ == "__main__":
