@@ -24,6 +24,8 @@ from collections.abc import Sequence
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
+from dermlit.errors import InputError
+
 
 def stage_scale(scales: Sequence[float], epoch: int, max_epochs: int) -> float:
     """The scale at ``epoch``: ``scales[k]`` for epochs ``[k, k + 1) * max_epochs / len``."""
@@ -50,8 +52,17 @@ class ProgressiveResize(Callback):
             )
         self.scales = scales
 
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.max_epochs is None or trainer.max_epochs < 1:
+            # the stages are fractions of the epochs: without a count every epoch after the
+            # first trained at the last stage (max_epochs=-1 was read as a 1-epoch run)
+            raise InputError(
+                f"resize=progressive splits trainer.max_epochs into {len(self.scales)} stages, "
+                f"but trainer.max_epochs is {trainer.max_epochs}: give a number of epochs"
+            )
+
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        scale = stage_scale(self.scales, trainer.current_epoch, int(trainer.max_epochs or 1))
+        scale = stage_scale(self.scales, trainer.current_epoch, int(trainer.max_epochs))
         pl_module.train_image_scale = scale
         pl_module.log("train/image_scale", scale, on_step=False, on_epoch=True)
 

@@ -90,6 +90,22 @@ def test_scales_are_checked() -> None:
         ProgressiveResize([])
 
 
+@pytest.mark.parametrize("max_epochs", [-1, None])
+def test_a_run_without_an_epoch_count_is_refused(max_epochs) -> None:
+    """max_epochs=-1 (train by steps) was read as a 1-epoch run: every epoch after the first
+    trained at the last stage."""
+    from types import SimpleNamespace
+
+    from dermlit.errors import InputError
+
+    expected = rf"splits trainer.max_epochs into 3 stages, but trainer.max_epochs is {max_epochs}:"
+    with pytest.raises(InputError, match=expected):
+        ProgressiveResize([0.5, 0.75, 1.0]).on_fit_start(
+            SimpleNamespace(max_epochs=max_epochs), None
+        )
+    ProgressiveResize([0.5, 1.0]).on_fit_start(SimpleNamespace(max_epochs=4), None)
+
+
 def test_a_run_trains_in_stages(tmp_path: Path, train_in_process) -> None:
     run = [*TINY_RUN, "bootstrap_resamples=20", "resize=progressive", "trainer.max_epochs=3"]
     cfg, metrics = train_in_process(tmp_path / "run", *run)
