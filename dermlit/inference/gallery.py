@@ -1,5 +1,6 @@
-"""``dermlit predict --html``: one self-contained page, a card per image (the model's input as
-a thumbnail, top-3 probabilities, the conformal set, the decision and referral, or the error)."""
+"""``dermlit predict --html``: one self-contained page, a card per image (the decoded, cropped
+image as a thumbnail, before any colour constancy the model applies, as the clinician sees it;
+top-3 probabilities, the conformal set, the decision and referral, or the error)."""
 
 from __future__ import annotations
 
