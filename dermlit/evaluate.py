@@ -14,7 +14,6 @@ predictions.csv and report/ (the same writer ``dermlit-train`` uses for its test
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -26,9 +25,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from dermlit.checkpoints import SNAPSHOTS
 from dermlit.config import CONF_DIR, checkpoint_name, register_resolvers
-from dermlit.constants import CLASSES
 from dermlit.errors import InputError
 from dermlit.eval_overrides import EVAL_DATA_KEYS
+from dermlit.evaluation.class_counts import train_class_counts, write_class_counts
 from dermlit.evaluation.settings import EvalSettings
 from dermlit.explain.review import ErrorExplainer, split_explainer
 from dermlit.models.ensemble import with_checkpoint_weights
@@ -86,52 +85,6 @@ def eval_datamodule(train_data: DictConfig, data: DictConfig):
             node[key] = chosen[key]
     node.sampler = None
     return instantiate(node)
-
-
-#: the TRAIN counts per class name that dermlit-train writes beside splits.csv (dermlit/fit.py):
-#: what ``dermlit archive`` keeps in place of splits.csv, a list of the dataset's images
-CLASS_COUNTS_FILE = "class_counts.json"
-
-
-def train_class_counts(splits_csv: Path, posthoc=None) -> list[int] | None:
-    """TRAIN images per class (the prior of post-hoc adjustment) from a run's splits.csv or,
-    without one (an archived run), the :data:`CLASS_COUNTS_FILE` beside it; None without
-    either, unless the ``posthoc`` rule needs the prior: then an InputError naming both."""
-    if splits_csv.is_file():
-        frame = pd.read_csv(splits_csv)
-        counts = frame.loc[frame["split"] == "train", "label"].value_counts()
-        return [int(counts.get(c, 0)) for c in CLASSES]
-    counts_json = splits_csv.with_name(CLASS_COUNTS_FILE)
-    if counts_json.is_file():
-        try:
-            named = json.loads(counts_json.read_text())
-        except ValueError as err:
-            raise InputError(f"{counts_json} is not valid JSON: {err}") from None
-        counts_ok = isinstance(named, dict) and not set(named) - set(CLASSES)
-        if not counts_ok or not all(type(v) is int and v >= 0 for v in named.values()):
-            raise InputError(
-                f"{counts_json} must map class names {list(CLASSES)} to TRAIN image counts, "
-                f"got {named!r}"
-            )
-        return [int(named.get(c, 0)) for c in CLASSES]
-
-    def needs_prior(rule) -> bool:
-        from dermlit.evaluation.posthoc import LogitAdjustment
-        from dermlit.evaluation.prior_shift import PriorEM
-
-        if isinstance(rule, PriorEM):
-            return not rule.calibrate or needs_prior(rule.decision)
-        return isinstance(rule, LogitAdjustment)
-
-    if needs_prior(posthoc):
-        raise InputError(
-            f"posthoc {type(posthoc).__name__} needs the TRAIN class counts (the prior), and "
-            f"neither {splits_csv} nor {counts_json} exists: evaluate the run directory itself "
-            f"(its splits.csv) or an archived run that has {CLASS_COUNTS_FILE} (dermlit-train "
-            "writes it, dermlit archive keeps it), or use a rule without a prior "
-            "(posthoc=class_bias)"
-        )
-    return None
 
 
 def checkpoint_model(
@@ -242,6 +195,8 @@ def evaluate(cfg: DictConfig) -> Evaluation:
     )
     if skipped is not None and len(skipped):  # what data.on_error=skip dropped, as in a run
         skipped.to_csv(out_dir / "skipped.csv", index=False)
+    if counts is not None:  # an archived evaluation can then be re-decided with a prior too
+        write_class_counts(out_dir, counts)
     print_summary(evaluation.metrics, cfg.split, out_dir)
     return evaluation
 

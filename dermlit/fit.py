@@ -4,7 +4,6 @@ run directory. Apart from :mod:`dermlit.train` (the Hydra entry point), so that 
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import warnings
@@ -21,8 +20,8 @@ from dermlit.callbacks.checkpoints import (
     monitored_checkpoint,
 )
 from dermlit.checkpoints import SNAPSHOTS, resolve_snapshots
-from dermlit.constants import CLASSES
 from dermlit.errors import InputError
+from dermlit.evaluation.class_counts import write_class_counts
 from dermlit.evaluation.report import log_report_to_loggers
 from dermlit.explain.review import split_explainer
 from dermlit.loggers import close_loggers, log_flat_config
@@ -139,8 +138,7 @@ def fit_and_test(
             datamodule.splits.to_csv(run_dir / "splits.csv", index=False)
             # the TRAIN counts alone, the prior of posthoc=logit_adjust: `dermlit archive` keeps
             # them, never splits.csv (a per-image list of the dataset)
-            counts = dict(zip(CLASSES, datamodule.class_counts, strict=True))
-            (run_dir / "class_counts.json").write_text(json.dumps(counts, indent=2) + "\n")
+            write_class_counts(run_dir, list(datamodule.class_counts))
             if len(datamodule.skipped):
                 datamodule.skipped.to_csv(run_dir / "skipped.csv", index=False)
             evaluation = write_evaluation(

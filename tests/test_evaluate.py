@@ -207,6 +207,11 @@ def test_an_archived_run_keeps_the_train_counts_for_logit_adjustment(run, tmp_pa
     from_run, from_archive = logit_adjusted(run_dir, "run"), logit_adjusted(kept, "kept")
     for key in ("posthoc/tau", "test/macro_f1", "val/macro_f1"):
         assert from_archive[key] == from_run[key], key
+    # an evaluation's output keeps the counts it used too, so it can be re-decided in turn
+    assert json.loads((tmp_path / "run" / "class_counts.json").read_text()) == counts
+    assert json.loads((tmp_path / "kept" / "class_counts.json").read_text()) == counts
+    again = logit_adjusted(tmp_path / "kept", "again")
+    assert "posthoc/tau" in again
     (kept / "class_counts.json").unlink()
     with pytest.raises(InputError) as refusal:
         logit_adjusted(kept, "none")

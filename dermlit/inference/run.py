@@ -42,7 +42,7 @@ def run_config_hash(cfg: DictConfig) -> str:
 
 
 def train_counts(run_dir: Path) -> np.ndarray | None:
-    from dermlit.evaluate import train_class_counts  # the prior post-hoc adjustment used
+    from dermlit.evaluation.class_counts import train_class_counts  # the post-hoc prior
 
     counts = train_class_counts(run_dir / "splits.csv")
     return None if counts is None else np.asarray(counts, dtype=np.float64)
