@@ -31,9 +31,11 @@ import argparse
 import json
 import math
 import shlex
+import socket
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -142,12 +144,31 @@ def read_job(path: Path, seed_key: str = "seed", split: str = "test") -> Job:
     return Job(path, rest, seed, headline(metrics, split), None, state)
 
 
+def status_age(status: dict) -> str:
+    """How long ago status.json was written, e.g. ``5.0 h ago`` (empty when it says no time)."""
+    try:
+        updated = datetime.fromisoformat(str(status["updated"]))
+    except (KeyError, ValueError):
+        return ""
+    hours = (datetime.now(updated.tzinfo) - updated).total_seconds() / 3600
+    return f"{hours:.1f} h ago" if hours >= 1 else f"{hours * 60:.0f} min ago"
+
+
 def unfinished_reason(path: Path, status: dict) -> str:
+    """A running job rewrites its status every epoch: one written long ago on another host
+    (whose PID cannot be checked from here) may have died without a chance to say so."""
     where = f"at epoch {status.get('epoch')}, step {status.get('step')}"
-    since = f" (status of {status.get('updated')})" if status.get("updated") else ""
+    age = status_age(status)
+    since = f" (status of {status.get('updated')}, {age})" if age else ""
     if status.get("state") == "preempted":
         return f"preempted {where}{since}: continue with `dermlit-train resume={path}`"
-    return f"running {where}{since}, PID {status.get('pid')} on {status.get('host')}"
+    reason = f"running {where}{since}, PID {status.get('pid')} on {status.get('host')}"
+    if status.get("host") != socket.gethostname():
+        reason += (
+            ": another host, whose process cannot be checked from here; a status older than "
+            "an epoch means the job may have died without a chance to say so"
+        )
+    return reason
 
 
 def job_dirs(sweep_dir: Path) -> list[Path]:

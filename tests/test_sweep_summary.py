@@ -236,3 +236,20 @@ def test_error_file_callback_writes_the_traceback_and_clears_it_on_success(tmp_p
     assert text.rstrip().endswith("RuntimeError: Unknown model (no_net)")
     JobErrorFile().on_job_end(config, JobReturn(status=JobStatus.COMPLETED))
     assert not (tmp_path / ERROR_FILE).exists()
+
+
+def test_a_running_job_on_another_host_says_how_old_its_status_is(tmp_path: Path) -> None:
+    """A job killed on a SLURM node cannot write 'failed', and its PID cannot be checked from
+    the login node: the summary showed it 'running' forever without saying since when."""
+    import socket
+    from datetime import datetime, timedelta
+
+    from dermlit.sweep_summary import unfinished_reason
+
+    written = (datetime.now().astimezone() - timedelta(hours=5)).isoformat(timespec="seconds")
+    status = {"state": "running", "epoch": 3, "step": 120, "pid": 4242, "updated": written}
+    reason = unfinished_reason(tmp_path, {**status, "host": "node-that-is-not-here"})
+    assert f"(status of {written}, 5.0 h ago)" in reason
+    assert "another host, whose process cannot be checked from here" in reason
+    here = unfinished_reason(tmp_path, {**status, "host": socket.gethostname()})
+    assert "5.0 h ago" in here and "another host" not in here
