@@ -70,7 +70,10 @@ def main() -> None:
     decided = probs.argmax(1).numpy()
     name = args.layer or cam_layer(model.backbone, size)  # as the report's gallery
     layer = None if name is None else model.backbone.get_submodule(name)
-    maps = grad_cam(model.backbone, pixels, decisions.mean, decisions.std, decided, layer)
+    # the backbone's input as the deployable model makes it: colour-corrected like its probs
+    with torch.inference_mode():
+        seen = model.colour_constancy(torch.from_numpy(pixels)).numpy()
+    maps = grad_cam(model.backbone, seen, decisions.mean, decisions.std, decided, layer)
     overlap = lesion_overlap(maps, masks)
     summary = overlap.summary()
     uniform = bool(np.allclose(maps.std((1, 2)), 0))
