@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 from scipy.special import softmax
 
+from dermlit.atomic import write_text_atomic
 from dermlit.constants import CLASSES
 from dermlit.data.validation import describe_ids
 from dermlit.distributed import gather_in_dataset_order
@@ -65,16 +65,10 @@ def _finite(value) -> bool:
 def write_metrics(path: str | Path, metrics: Mapping[str, float]) -> None:
     """Flat keys; NaN (undefined, e.g. AUROC of an absent class) is written as null.
 
-    Atomic: written to a temporary file beside it, then renamed over it (``os.replace``), so a
-    job killed mid-write leaves the old metrics.json or none, never a truncated one."""
-    path = Path(path)
+    Atomic (:func:`~dermlit.atomic.write_text_atomic`): a job killed mid-write leaves the old
+    metrics.json or none, never a truncated one."""
     data = {k: _jsonable(v) for k, v in metrics.items()}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 @dataclass

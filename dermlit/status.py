@@ -28,6 +28,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dermlit.atomic import write_text_atomic
 from dermlit.exit_codes import Preempted
 from dermlit.run_lock import pid_alive, slurm_job_id
 
@@ -74,9 +75,7 @@ def effective_state(status: dict[str, Any] | None) -> str | None:
 def write_status(run_dir: str | Path, status: dict[str, Any]) -> None:
     path = Path(run_dir) / STATUS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{STATUS_FILE}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(status, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(status, indent=2) + "\n")
 
 
 class RunStatus:

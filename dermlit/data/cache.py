@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from dermlit.atomic import write_text_atomic
 from dermlit.data.colour_constancy import NoColourConstancy
 from dermlit.data.fingerprint import content_fingerprint
 
@@ -110,13 +111,6 @@ def decode_into(
     return bad
 
 
-def write_meta(meta_path: Path, meta: dict) -> None:
-    """The cache's id list and failures, replaced in one step (a reader sees old or new)."""
-    tmp = meta_path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(meta))
-    os.replace(tmp, meta_path)
-
-
 def retry_failures(
     df: pd.DataFrame,
     size: int,
@@ -146,7 +140,7 @@ def retry_failures(
     array.flush()
     del array
     bad = {i: why for i, why in meta["bad"].items() if i not in path_of or i in still_bad}
-    write_meta(meta_path, {**meta, "bad": bad})
+    write_text_atomic(meta_path, json.dumps({**meta, "bad": bad}))
     log.info("Image cache: %d earlier decode failure(s) now decode", len(recovered))
     return bad
 
@@ -194,7 +188,7 @@ class ImageCache:
         array.flush()
         os.replace(tmp, array_path)
         meta = {"image_ids": image_ids, "bad": bad, "size": size, "colour_constancy": repr(cc)}
-        write_meta(meta_path, meta)
+        write_text_atomic(meta_path, json.dumps(meta))
         return cls(array_path, image_ids, bad)
 
     def rows(self, image_ids: pd.Series) -> np.ndarray:

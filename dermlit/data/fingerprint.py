@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from dermlit.atomic import write_text_atomic
+
 #: where a cache keeps its memo of stat fingerprint -> content fingerprint
 MEMO_DIR = "content-keys"
 
@@ -63,7 +65,5 @@ def content_fingerprint(df: pd.DataFrame, memo_dir: str | os.PathLike) -> str:
         h.update(f"{image_id}|{file_digest(str(path))}\n".encode())
     content = h.hexdigest()[:16]
     memo.parent.mkdir(parents=True, exist_ok=True)
-    tmp = memo.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(content + "\n")
-    os.replace(tmp, memo)
+    write_text_atomic(memo, content + "\n")
     return content
