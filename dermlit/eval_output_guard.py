@@ -36,18 +36,29 @@ def settings_of(overrides: list[str]) -> list[str]:
     return sorted(kept)
 
 
-def other_evaluation(out_dir: Path, overrides: list[str]) -> list[str] | None:
-    """The settings of the evaluation ``out_dir`` already holds when they are not these
-    ``overrides``' (``None``: empty, unreadable, or the same evaluation)."""
+def other_evaluation(out_dir: Path, overrides: list[str]) -> str | None:
+    """What ``out_dir`` already holds when it is not the evaluation these ``overrides`` make
+    (``None``: nothing, or this same evaluation). An evaluation whose overrides record is
+    missing or unreadable is another one too: what it holds cannot be known, so it is not
+    replaced without ``overwrite=true``."""
     recorded = out_dir / ".hydra" / "overrides.yaml"
-    if not (out_dir / "metrics.json").is_file() or not recorded.is_file():
+    if not (out_dir / "metrics.json").is_file():
         return None
+    if not recorded.is_file():
+        return f"its settings are not recorded: no {recorded}"
     try:
-        previous = yaml.safe_load(recorded.read_text()) or []
-    except yaml.YAMLError:
+        previous = yaml.safe_load(recorded.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        return f"its settings cannot be read: {recorded}: {type(exc).__name__}"
+    if not isinstance(previous, list | type(None)):
+        return f"its settings cannot be read: {recorded} is not a list of overrides"
+    try:
+        before = settings_of([str(o) for o in previous or []])
+    except Exception as exc:  # an override Hydra cannot parse: a hand-edited record
+        return f"its settings cannot be read: {recorded}: {exc}"
+    if before == settings_of(overrides):
         return None
-    before = settings_of([str(o) for o in previous])
-    return None if before == settings_of(overrides) else before
+    return " ".join(before) or "no overrides"
 
 
 class EvalOutputGuard(Callback):
@@ -63,7 +74,7 @@ class EvalOutputGuard(Callback):
             now = settings_of(overrides)
             exit_with(
                 "dermlit-eval",
-                f"{out_dir} holds another evaluation ({' '.join(before) or 'no overrides'}), "
+                f"{out_dir} holds another evaluation ({before}), "
                 f"not this one ({' '.join(now) or 'no overrides'}): give this one its own "
                 "output_dir=DIR, or overwrite=true to replace it",
             )

@@ -47,3 +47,36 @@ def test_another_evaluation_into_the_same_directory_is_refused(tmp_path: Path, c
     assert evaluate("overwrite=true") == 0
     replaced = json.loads((out / "metrics.json").read_text())
     assert not any(k.startswith("posthoc/") for k in replaced)
+
+
+def test_an_evaluation_whose_settings_record_is_lost_is_not_replaced(
+    tmp_path: Path, capsys
+) -> None:
+    """A corrupt or missing ``.hydra/overrides.yaml`` let the next evaluation replace the
+    output silently: what the directory held could not be known, so it was taken as empty."""
+    for name in ("predictions.csv", "val_predictions.csv"):
+        shutil.copy(RUN / name, tmp_path / name)
+    out = tmp_path / "eval"
+    command = [
+        f"predictions={tmp_path / 'predictions.csv'}",
+        f"output_dir={out}",
+        "bootstrap_resamples=20",
+        "evaluation.figures=false",
+    ]
+    assert run_in_process(main, "dermlit-eval", *command) == 0
+    first = (out / "metrics.json").read_text()
+    record = out / ".hydra" / "overrides.yaml"
+    record.write_text("- predictions=[unclosed\n  : :\n")
+    capsys.readouterr()
+    status = run_in_process(main, "dermlit-eval", *command)
+    assert_refused(
+        status,
+        capsys.readouterr().err,
+        f"{out} holds another evaluation (its settings cannot be read: {record}",
+        "overwrite=true",
+    )
+    record.unlink()
+    status = run_in_process(main, "dermlit-eval", *command)
+    assert_refused(status, capsys.readouterr().err, f"its settings are not recorded: no {record}")
+    assert (out / "metrics.json").read_text() == first, "refused, yet written"
+    assert run_in_process(main, "dermlit-eval", *command, "overwrite=true") == 0
