@@ -77,7 +77,8 @@ def select_errors(
     max_rare: int = MAX_RARE,
 ) -> list[tuple[int, str]]:
     """(row, kind): the most confident rare-called-common errors (up to ``max_rare``), then the
-    most confident remaining errors up to ``max_images``; labelled rows only."""
+    most confident remaining errors up to ``max_images``, each labelled with its own kind (a
+    rare-called-common error past the cap is still one); labelled rows only."""
     p, t = np.asarray(probs, dtype=np.float64), np.asarray(targets)
     pred = p.argmax(1)
     wrong = (t >= 0) & (pred != t)
@@ -92,7 +93,8 @@ def select_errors(
         if len(chosen) >= max_images:
             break
         if wrong[i] and int(i) not in taken:
-            chosen.append((int(i), "confident error"))
+            kind = "rare called common" if rare_common[i] else "confident error"
+            chosen.append((int(i), kind))
     return chosen
 
 

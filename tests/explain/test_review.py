@@ -46,6 +46,13 @@ def test_rare_called_common_first_then_the_most_confident_errors() -> None:
         (3, "confident error"),
         (4, "confident error"),
     ]
+    # a rare-called-common error past the cap of max_rare still says what it is
+    assert select_errors(probs, targets, ["nv"], max_images=4, max_rare=1) == [
+        (2, "rare called common"),
+        (3, "confident error"),
+        (4, "confident error"),
+        (1, "rare called common"),
+    ]
     assert select_errors(probs, np.array([NV, NV, NV, MEL, DF, -1]), ["nv"]) == []
 
 
