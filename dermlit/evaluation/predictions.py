@@ -26,9 +26,15 @@ ISIC_ORDER = [CLASS_TO_INDEX[ISIC_TO_CLASS[c]] for c in ISIC_COLUMNS]
 #: what the numbers of a predictions file are: probabilities (rows sum to 1) or logits
 #: (unnormalised scores, softmaxed on reading)
 PREDICTIONS_ARE = ("probabilities", "logits")
-#: |row sum - 1| allowed for probabilities. predictions.csv is written with 6 decimals: rounding
-#: moves each of the 7 values by <= 5e-7, a row sum by <= 3.5e-6. 1e-3 also admits files written
-#: with 4 decimals (<= 3.5e-4) and float16 softmax outputs; a row further from 1 is not rounding.
+#: how predictions files write a probability: pandas' default, the shortest text that reads back
+#: as the same float64 (repr), so that a metric recomputed from the file is the run's own. With 6
+#: decimals (before) every probability < 5e-7 became 0 and every one > 1 - 5e-7 became 1: whole
+#: class columns of a confident model read back as 0, its AUROC from the file was up to 0.12
+#: below the run's, and the NLL of a true class written as 0 was -log(eps).
+FLOAT_FORMAT = None
+#: |row sum - 1| allowed for probabilities. Files written with 6 decimals (dermlit before
+#: FLOAT_FORMAT, other tools) move a row sum by <= 3.5e-6; 1e-3 also admits files written with 4
+#: decimals (<= 3.5e-4) and float16 softmax outputs; a row further from 1 is not rounding.
 SUM_TOLERANCE = 1e-3
 #: how dermlit-eval spells "this file holds logits" (dermlit compare passes its own flag)
 LOGITS_OPTION = "predictions_are=logits"
@@ -54,7 +60,7 @@ def predictions_frame(
 
 
 def write_predictions(path: str | Path, frame: pd.DataFrame) -> None:
-    frame.to_csv(path, index=False, float_format="%.6f")
+    frame.to_csv(path, index=False, float_format=FLOAT_FORMAT)
 
 
 def _row_problems(

@@ -16,7 +16,7 @@ import pandas as pd
 from dermlit.constants import CLASSES, ISIC_COLUMNS
 from dermlit.evaluation.conformal import set_strings
 from dermlit.evaluation.decisions import bayes_decisions
-from dermlit.evaluation.predictions import ISIC_ORDER
+from dermlit.evaluation.predictions import FLOAT_FORMAT, ISIC_ORDER
 from dermlit.inference.run import RunDecisions
 
 COLUMNS = (
@@ -31,8 +31,6 @@ COLUMNS = (
     "error",
     "note",
 )
-#: decimals of the probabilities (as predictions.csv)
-FLOAT_FORMAT = "%.6f"
 
 
 def prediction_table(

@@ -44,3 +44,28 @@ def test_not_a_predictions_file(tmp_path: Path) -> None:
     pd.DataFrame({"image": ["a"], "MEL": [1.0]}).to_csv(tmp_path / "p.csv", index=False)
     with pytest.raises(ValueError, match="missing column"):
         read_predictions(tmp_path / "p.csv")
+
+
+def test_small_probabilities_survive_the_file(tmp_path: Path) -> None:
+    """A confident model's small probabilities were written as 0 (6 decimals): its NLL and
+    AUROC from predictions.csv then differed from the run's own (whole class columns of zeros).
+    Both are recomputed here from the file with scikit-learn against the in-memory values."""
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    rng = np.random.default_rng(0)
+    n = 70
+    targets = np.arange(n) % 7
+    logits = rng.normal(0, 1, (n, 7))
+    logits[:, CLASSES.index("nv")] = 25.0 + rng.normal(0, 3, n)  # nv dominates every row
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    assert probs.min() < 1e-12
+    write_predictions(
+        tmp_path / "p.csv", predictions_frame([f"i{k}" for k in range(n)], probs, targets)
+    )
+    _, back, _ = read_predictions(tmp_path / "p.csv")
+    np.testing.assert_array_equal(back, probs)  # exactly: the metrics are the run's own
+    labels = list(range(7))
+    assert log_loss(targets, back, labels=labels) == log_loss(targets, probs, labels=labels)
+    auroc = roc_auc_score(targets, probs, multi_class="ovr", labels=labels)
+    assert roc_auc_score(targets, back, multi_class="ovr", labels=labels) == auroc
