@@ -81,7 +81,7 @@ def main() -> None:
         "eager": EagerRunner(model),
         "onnx": OnnxRunner(OnnxClassifier(onnx_path, threads=args.threads)),
     }
-    items = folder_images(args.images)[: args.n]
+    items = folder_images(args.images)[0][: args.n]
     n = len(items)
     pixels = decode_all(items, size, bs, 1)
     for runner in runners.values():  # warm-up (allocations, onnxruntime's first run)

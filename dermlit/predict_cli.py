@@ -70,7 +70,7 @@ def predict(args: argparse.Namespace) -> tuple[Path, Predictions]:
             f"--batch-size and --workers must be >= 1: {args.batch_size}, {args.workers}"
         )
     decisions = load_decisions(args.run_dir)
-    items = list_inputs(args.input, args.images)
+    items, skipped = list_inputs(args.input, args.images)
     if args.onnx is not None:
         runner = onnx_runner(args.onnx, decisions)
     else:
@@ -112,7 +112,16 @@ def predict(args: argparse.Namespace) -> tuple[Path, Predictions]:
         )
     converted = int(sum(bool(n) for n in result.notes))
     if converted:
-        print(f"dermlit predict: {converted} image(s) converted to RGB (see the 'note' column)")
+        print(
+            f"dermlit predict: {converted} image(s) converted to RGB or turned upright (see "
+            "the 'note' column)"
+        )
+    if skipped:
+        shown = ", ".join(f"{name} ({why})" for name, why in skipped[:10])
+        print(
+            f"dermlit predict: {len(skipped)} entr(ies) of {args.input} not read as images "
+            f"and not in {args.out}: {shown}{' ...' if len(skipped) > 10 else ''}"
+        )
     n_ok = int(np.isfinite(result.probs[:, 0]).sum())
     print(f"dermlit predict: {n_ok} of {len(items)} image(s) predicted -> {args.out}")
     return args.out, result

@@ -17,14 +17,18 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
+from PIL import Image, ImageOps
 
 from dermlit.atomic import write_text_atomic
 from dermlit.data.colour_constancy import NoColourConstancy
 from dermlit.data.fingerprint import content_fingerprint
 
 log = logging.getLogger(__name__)
-PREPROCESS_VERSION = 1
+#: 2: images are turned upright by their EXIF orientation (:func:`upright`)
+PREPROCESS_VERSION = 2
+#: the EXIF tag that says how the camera was held: 1 is upright, 5-8 swap width and height
+EXIF_ORIENTATION = 0x0112
+SWAPS_AXES = (5, 6, 7, 8)
 
 
 def square_crop(img: Image.Image, size: int) -> Image.Image:
@@ -77,20 +81,42 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), "L").convert("RGB")
 
 
+def orientation(img: Image.Image) -> int:
+    """``img``'s EXIF orientation (1, upright, when it has none or an unknown value)."""
+    value = img.getexif().get(EXIF_ORIENTATION, 1)
+    return value if value in range(1, 9) else 1
+
+
+def upright(img: Image.Image, turn: int | None = None) -> Image.Image:
+    """``img`` as an image viewer shows it: turned by its EXIF orientation (``turn``: another
+    image's, e.g. a mask drawn on that image's stored pixels). PIL ignores the tag on open; phone
+    cameras and dermatoscope apps store the pixels sideways and set it, so without this a model
+    was trained on, or predicted, the image sideways or mirrored where the clinician saw it
+    upright. Pillow's ``ImageOps.exif_transpose`` does the turn."""
+    turn = orientation(img) if turn is None else turn
+    if turn == 1:
+        return img
+    tagged = img if turn == orientation(img) else img.copy()
+    tagged.getexif()[EXIF_ORIENTATION] = turn
+    return ImageOps.exif_transpose(tagged)
+
+
 def decoded_size(path: str | os.PathLike, size: int) -> tuple[int, int]:
     """The (width, height) :func:`load_square` decodes ``path`` at before :func:`square_crop`:
     a JPEG's decoder downscales by a power of two (``draft``), rounding up (200x150 at 32 px:
     50x38), so a mask of the image must be brought to this size first to share its geometry."""
     with Image.open(path) as img:
         img.draft("RGB", (size, size))
-        return img.size
+        w, h = img.size
+        return (h, w) if orientation(img) in SWAPS_AXES else (w, h)
 
 
 def load_square(path: str | os.PathLike, size: int) -> np.ndarray:
-    """The image at ``path`` as uint8 RGB (size, size, 3), through :func:`square_crop`."""
+    """The image at ``path`` as uint8 RGB (size, size, 3): upright (EXIF), 8-bit RGB, through
+    :func:`square_crop`."""
     with Image.open(path) as img:
         img.draft("RGB", (size, size))  # lets the JPEG decoder downscale cheaply
-        return np.asarray(square_crop(to_rgb(img), size), dtype=np.uint8)
+        return np.asarray(square_crop(to_rgb(upright(img)), size), dtype=np.uint8)
 
 
 def decode_into(
@@ -103,7 +129,9 @@ def decode_into(
         i, path = i_path
         try:
             array[i] = load_square(path, size)
-        except (OSError, ValueError, SyntaxError) as err:  # corrupt/truncated/not an image
+        # corrupt/truncated/not an image; over Pillow's pixel limit (not an OSError: one such
+        # file crashed the whole cache build, even under on_error=skip)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
             bad[image_ids[i]] = f"{type(err).__name__}: {err}"
 
     with ThreadPoolExecutor(max_workers=workers) as pool:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from dermlit.data.cache import decoded_size, square_crop
+from dermlit.data.cache import decoded_size, orientation, square_crop, upright
 
 #: A mask pixel at or above this grey value is lesion.
 MASK_THRESHOLD = 128
@@ -34,12 +34,16 @@ def load_lesion_mask(
     """Boolean (size, size) lesion mask in the model input's geometry. ``image``: the mask's
     image, whose JPEG decoder may downscale it before the crop (:func:`decoded_size`); the mask
     is reduced by the same power of two first. Without it the mask sat up to 0.4 px off the lesion the
-    model sees at 32 px (2 % of the pixels differed), and nothing at >= 96 px."""
+    model sees at 32 px (2 % of the pixels differed), and nothing at >= 96 px. The mask is taken
+    to be drawn on the image's stored pixels and is turned upright with it (EXIF orientation)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"lesion mask not found: {path}")
     with Image.open(path) as img:
         grey = img.convert("L")
+        if image is not None:  # drawn on the image's stored pixels: turned with the image
+            with Image.open(image) as photo:
+                grey = upright(grey, orientation(photo))
         if image is not None and (shrunk := decoded_size(image, size)) != grey.size:
             # the decoder's 1/2^k scaling: whole blocks of 2^k pixels, the last one partial
             factor = round(grey.size[0] / shrunk[0])

@@ -5,7 +5,9 @@ Colour: the models are trained on RGB dermoscopy. A grayscale image (PIL modes L
 is CONVERTED by repeating its channel, after scaling a 16-bit or float one to 8 bits
 (``data.cache.to_rgb``; the ``note`` column says so: a colourless image is out of the training
 distribution); RGBA/LA/PA images are converted by dropping the alpha channel
-(noted); palette and CMYK images are converted to RGB (noted). Nothing is refused for its mode;
+(noted); palette and CMYK images are converted to RGB (noted). An image with an EXIF orientation
+is turned upright as a viewer shows it, as in training (``data.cache.upright``; noted). Nothing
+is refused for its mode;
 an image PIL cannot decode is listed with the reason in the ``error`` column.
 """
 
@@ -20,11 +22,10 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from dermlit.data.cache import WIDE_MODES, square_crop, to_rgb
+from dermlit.data.cache import WIDE_MODES, orientation, square_crop, to_rgb, upright
+from dermlit.data.sources.folder import IMAGE_SUFFIXES, list_image_files
 from dermlit.errors import InputError
 
-#: files of a folder that are read as images (case-insensitive)
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 GRAYSCALE_MODES = ("1", "L", "I", "I;16", "I;16B", "I;16L", "F")
 ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 
@@ -37,17 +38,16 @@ class InputImage:
     path: Path
 
 
-def folder_images(folder: Path) -> list[InputImage]:
-    """The image files directly in ``folder`` (not its sub-folders), sorted by name."""
-    files = sorted(
-        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-    )
-    if not files:
+def folder_images(folder: Path) -> tuple[list[InputImage], list[tuple[str, str]]]:
+    """The image files directly in ``folder`` (not its sub-folders), sorted by name, and the
+    entries that are not read, with why (``dermlit predict`` prints them)."""
+    listing = list_image_files(folder)
+    if not listing.images:
         raise InputError(
             f"{folder}: no images (files ending in {', '.join(IMAGE_SUFFIXES)}; sub-folders "
             "are not searched)"
         )
-    return [InputImage(p.name, p) for p in files]
+    return [InputImage(p.name, p) for p in listing.images], listing.skipped
 
 
 def resolve_image(images_dir: Path, value: str) -> Path:
@@ -55,9 +55,10 @@ def resolve_image(images_dir: Path, value: str) -> Path:
     path = images_dir / value
     if path.suffix.lower() in IMAGE_SUFFIXES or path.is_file():
         return path
-    for suffix in IMAGE_SUFFIXES:
-        if path.with_name(path.name + suffix).is_file():
-            return path.with_name(path.name + suffix)
+    for suffix in IMAGE_SUFFIXES:  # ISIC_1.jpg, then ISIC_1.JPG (cameras write upper case)
+        for spelled in (suffix, suffix.upper()):
+            if path.with_name(path.name + spelled).is_file():
+                return path.with_name(path.name + spelled)
     return path
 
 
@@ -80,8 +81,9 @@ def csv_images(csv: Path, images_dir: Path | None) -> list[InputImage]:
 
 def list_inputs(
     source: str | os.PathLike, images_dir: str | os.PathLike | None
-) -> list[InputImage]:
-    """INPUT of ``dermlit predict``: a folder of images or a CSV (``image`` column)."""
+) -> tuple[list[InputImage], list[tuple[str, str]]]:
+    """INPUT of ``dermlit predict``: a folder of images or a CSV (``image`` column); and the
+    folder's entries that are not read, with why (none for a CSV: every row is an output row)."""
     source = Path(source)
     images = None if images_dir is None else Path(images_dir)
     if source.is_dir():
@@ -91,7 +93,7 @@ def list_inputs(
     if source.is_file():
         if source.suffix.lower() != ".csv":
             raise InputError(f"{source}: INPUT must be a folder of images or a .csv file")
-        return csv_images(source, images)
+        return csv_images(source, images), []
     raise InputError(f"{source}: no such folder or file")
 
 
@@ -111,6 +113,10 @@ def colour_note(mode: str) -> str:
     return ""
 
 
+def turn_note(turn: int) -> str:
+    return "" if turn == 1 else f"turned upright by its EXIF orientation ({turn})"
+
+
 def decode(path: Path, size: int) -> tuple[np.ndarray, str]:
     """uint8 RGB (size, size, 3) through ``data.cache.load_square``'s steps, and a note on a
     colour conversion (empty for RGB). Raises :class:`ImageProblem` with a one-line reason."""
@@ -118,9 +124,10 @@ def decode(path: Path, size: int) -> tuple[np.ndarray, str]:
         raise ImageProblem(f"file not found: {path}")
     try:
         with Image.open(path) as img:
-            note = colour_note(img.mode)
+            turn = orientation(img)
+            note = "; ".join(n for n in (colour_note(img.mode), turn_note(turn)) if n)
             img.draft("RGB", (size, size))  # as load_square: the JPEG decoder downscales
-            array = np.asarray(square_crop(to_rgb(img), size), dtype=np.uint8)
+            array = np.asarray(square_crop(to_rgb(upright(img, turn)), size), dtype=np.uint8)
     except UnidentifiedImageError:
         raise ImageProblem(f"not an image PIL can read: {path.name}") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
