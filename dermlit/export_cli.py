@@ -2,8 +2,8 @@
 
 The graph takes uint8 RGB (N, S, S, 3) (resized + centre-cropped as the run's cache did) and
 holds the tested weights, the TTA views, the post-hoc bias and the temperature; its metadata
-holds the class order, image size, normalisation, cost matrix, conformal thresholds and the
-run's config hash (dermlit/export/onnx.py). ``dermlit predict --onnx FILE`` runs it.
+holds the class order, image size, normalisation, cost matrix, conformal thresholds, referral
+rule and the run's config hash (dermlit/export/onnx.py). ``dermlit predict --onnx FILE`` runs it.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ def export_run(run_dir: Path, out: Path | None = None) -> Path:
         decisions.config_hash,
         decisions.conformal,
         decisions.settings.cost.name,
+        referral=decisions.referral,
     )
     out = out or Path(run_dir) / "export" / "model.onnx"
     try:

@@ -3,7 +3,8 @@
 ``torch.onnx.export`` with its default (torch.export-based, ``dynamo=True``) exporter: the
 TorchScript one is deprecated and warns that it will be removed. The batch axis is dynamic;
 height and width are the run's image size. Weights are stored inside the file (no external
-data file), so one file is the whole deliverable.
+data file), and its metadata holds every rule ``dermlit predict`` applies to the probabilities
+(Bayes decision, referral, conformal set), so one file is the whole deliverable.
 
 Metadata (``ModelProto.metadata_props``, string -> string; values are JSON): ``dermlit.*`` keys
 listed in :class:`ExportMetadata`. onnxruntime reads them without the ``onnx`` package
@@ -15,9 +16,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -26,8 +29,11 @@ from dermlit.constants import CLASSES
 from dermlit.evaluation.conformal import ConformalThresholds
 from dermlit.export.deployable import DeployableClassifier
 
-#: Bumped when the meaning of the inputs, outputs or metadata changes.
-FORMAT_VERSION = 1
+if TYPE_CHECKING:  # dermlit.inference.run imports this module
+    from dermlit.inference.run import ReferralRule
+
+#: Bumped when the meaning of the inputs, outputs or metadata changes (2: ``dermlit.referral``).
+FORMAT_VERSION = 2
 PREFIX = "dermlit."
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("probs", "logits")
@@ -35,6 +41,23 @@ INPUT_DOC = (
     "uint8 RGB (N, S, S, 3): the image's shorter side resized to S (bilinear) and centre-cropped "
     "to a square, as dermlit's image cache does"
 )
+
+
+#: ``dermlit.referral``'s ``refer_if`` per score: refer when the score is below / above a threshold
+REFER_IF = {"confidence": "<", "expected_cost": ">"}
+
+
+def referral_to_dict(rule: ReferralRule) -> dict:
+    """``ReferralRule`` -> the JSON of ``dermlit.referral`` (NaN thresholds as null)."""
+    if rule.score not in REFER_IF:
+        raise ValueError(f"referral score must be one of {sorted(REFER_IF)}, got {rule.score!r}")
+    targets = []
+    for target, threshold in rule.thresholds.items():
+        value = float(threshold)
+        if math.isinf(value):
+            raise ValueError(f"referral threshold for {target!r} is infinite")
+        targets.append({"target": str(target), "threshold": None if math.isnan(value) else value})
+    return {"score": rule.score, "refer_if": REFER_IF[rule.score], "targets": targets}
 
 
 def config_hash(config: Mapping) -> str:
@@ -45,7 +68,24 @@ def config_hash(config: Mapping) -> str:
 
 @dataclass(frozen=True)
 class ExportMetadata:
-    """What a deployment needs next to the graph, each stored as ``dermlit.<field>``."""
+    """What a deployment needs next to the graph, each stored as ``dermlit.<field>``.
+
+    From the probabilities ``p`` (the graph's ``probs``, in ``classes`` order) and this alone,
+    ``dermlit predict``'s columns are: ``decision`` = ``argmin_d (p @ cost_matrix)[d]``;
+    ``prediction_set`` from ``conformal``; ``refer`` from ``referral``:
+
+        {"score": "confidence" | "expected_cost", "refer_if": "<" | ">",
+         "targets": [{"target": "macro_f1 >= 0.8", "threshold": 0.187 | null}, ...]}
+
+    the score of a case is ``max_c p[c]`` (confidence) or ``min_d (p @ cost_matrix)[d]``
+    (expected cost of the Bayes decision); a case is referred when ``score refer_if threshold``
+    (confidence < t, expected cost > t) for any target, or when any threshold is null (the
+    validation split reached that target at no coverage: every case is referred). The
+    thresholds were fitted on the run's validation predictions; ``refer_reason`` joins, in
+    ``targets`` order with ``"; "``, ``"confidence {v:.3f} < {t:.3f} (threshold for TARGET)"``
+    or ``"expected cost {v:.3f} > {t:.3f} (threshold for TARGET)"`` per target passed, and
+    ``"TARGET is not reached on validation at any coverage"`` per null threshold.
+    """
 
     format_version: int
     classes: list[str]
@@ -59,6 +99,7 @@ class ExportMetadata:
     cost_name: str
     cost_matrix: list[list[float]]  # [true, decided], in ``classes`` order
     conformal: dict | None  # ConformalThresholds.to_dict()
+    referral: dict | None  # referral_to_dict(ReferralRule), see above; None: built without one
     config_hash: str
 
     def props(self) -> dict[str, str]:
@@ -86,6 +127,21 @@ class ExportMetadata:
     def thresholds(self) -> ConformalThresholds | None:
         return None if self.conformal is None else ConformalThresholds.from_dict(self.conformal)
 
+    @property
+    def referral_rule(self) -> ReferralRule | None:
+        """The run's referral rule, as ``RunDecisions.referral`` (null thresholds -> NaN)."""
+        from dermlit.inference.run import ReferralRule
+
+        if self.referral is None:
+            return None
+        return ReferralRule(
+            self.referral["score"],
+            {
+                t["target"]: math.nan if t["threshold"] is None else float(t["threshold"])
+                for t in self.referral["targets"]
+            },
+        )
+
     def require_run(self, expected_hash: str, source: str = "the ONNX file") -> None:
         """Refuse a file exported from another run (or another config of the same run)."""
         if self.config_hash != expected_hash:
@@ -101,9 +157,11 @@ def build_metadata(
     config_hash: str,
     conformal: ConformalThresholds | None = None,
     cost_name: str = "custom",
+    referral: ReferralRule | None = None,
 ) -> ExportMetadata:
     """Metadata from the model itself (size, normalisation, temperature, bias, TTA) and the
-    run's decision data (cost matrix ``[true, decided]`` in CLASSES order, conformal sets)."""
+    run's decision data (cost matrix ``[true, decided]`` in CLASSES order, conformal sets,
+    referral rule: ``RunDecisions.referral``)."""
     cost = np.asarray(cost_matrix, dtype=np.float64)
     if cost.shape != (len(CLASSES), len(CLASSES)) or not np.isfinite(cost).all():
         raise ValueError(f"cost_matrix must be finite {len(CLASSES)}x{len(CLASSES)}: {cost.shape}")
@@ -120,6 +178,7 @@ def build_metadata(
         cost_name=cost_name,
         cost_matrix=cost.tolist(),
         conformal=None if conformal is None else conformal.to_dict(),
+        referral=None if referral is None else referral_to_dict(referral),
         config_hash=str(config_hash),
     )
 

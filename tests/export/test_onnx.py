@@ -1,15 +1,21 @@
 """ONNX export: onnxruntime equals the PyTorch module (ResNet-18, rendered and real images), the
-preprocessing equals the training pipeline's, TTA exports, metadata round-trips, bad input."""
+preprocessing equals the training pipeline's, TTA exports, metadata round-trips, the referral
+rule rebuilds from the file alone, bad input."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import math
 from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 import timm
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
 from dermlit.constants import CLASSES
@@ -17,6 +23,7 @@ from dermlit.data.cache import load_square
 from dermlit.data.synthetic_render import render_lesion, sample_lesion
 from dermlit.evaluation.conformal import fit_conformal
 from dermlit.evaluation.decisions import malignancy_cost_matrix
+from dermlit.evaluation.settings import CostMatrix, EvalSettings
 from dermlit.export.deployable import DeployableClassifier
 from dermlit.export.onnx import (
     OnnxClassifier,
@@ -25,6 +32,7 @@ from dermlit.export.onnx import (
     export_onnx,
     read_metadata,
 )
+from dermlit.inference.run import ReferralRule, RunDecisions, referral_rule
 from dermlit.models.classifier import DermClassifier
 from dermlit.models.tta import TestTimeAugmentation
 
@@ -70,8 +78,28 @@ def tiny_cnn(size: int, seed: int = 2) -> nn.Module:
     return backbone
 
 
+def informative_validation(seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Validation probabilities that lean to the true class (the referral targets are reached
+    at part coverage: finite thresholds)."""
+    rng = np.random.default_rng(seed)
+    targets = np.repeat(np.arange(K), 30)
+    probs = np.stack([rng.dirichlet(np.ones(K) + 3 * np.eye(K)[c]) for c in targets])
+    return probs, targets
+
+
 @pytest.fixture(scope="module")
-def resnet_export(tmp_path_factory) -> tuple[DeployableClassifier, Path]:
+def referral() -> ReferralRule:
+    """The rule ``load_decisions`` fits (``referral_rule``): expected cost under the fixture's
+    malignancy cost matrix, the default targets (macro-F1 >= 0.8, MEL recall >= 0.9)."""
+    cost = CostMatrix("malignancy", malignancy_cost_matrix())
+    settings = dataclasses.replace(EvalSettings.defaults(), cost=cost)
+    rule = referral_rule(*informative_validation(), settings, "expected_cost")
+    assert len(rule.thresholds) == 2 and all(map(math.isfinite, rule.thresholds.values()))
+    return rule
+
+
+@pytest.fixture(scope="module")
+def resnet_export(tmp_path_factory, referral) -> tuple[DeployableClassifier, Path]:
     torch.manual_seed(0)
     backbone = timm.create_model("resnet18", pretrained=False, num_classes=K)
     settle_batchnorm(backbone, rendered(32, seed=1))
@@ -86,6 +114,7 @@ def resnet_export(tmp_path_factory) -> tuple[DeployableClassifier, Path]:
         config_hash({"model": "resnet18", "seed": 0}),
         fit_conformal(val_p, val_t, 0.1),
         cost_name="malignancy",
+        referral=referral,
     )
     path = export_onnx(model, tmp_path_factory.mktemp("onnx") / "model.onnx", meta)
     return model, path
@@ -134,12 +163,113 @@ def test_metadata_round_trips(resnet_export):
     assert meta.config_hash == config_hash({"seed": 0, "model": "resnet18"})  # key order free
     assert meta.thresholds is not None and meta.thresholds.alpha == 0.1
     assert meta.thresholds.thresholds.shape == (K,)
+    assert meta.referral["score"] == "expected_cost" and meta.referral["refer_if"] == ">"
     graph = onnx.load(str(path))
     (image,) = graph.graph.input
     dims = [d.dim_param or d.dim_value for d in image.type.tensor_type.shape.dim]
     assert dims == ["batch", SIZE, SIZE, 3]
     assert image.type.tensor_type.elem_type == onnx.TensorProto.UINT8
     assert not list(path.parent.glob("*.data"))  # weights inside the one file
+
+
+def refer_from_props(props, probs: np.ndarray) -> np.ndarray:
+    """``refer`` by hand from the ``dermlit.*`` metadata alone (no dermlit code): the score of
+    each row against each target's threshold; a null threshold refers every row."""
+    classes = json.loads(props["dermlit.classes"])
+    cost = np.asarray(json.loads(props["dermlit.cost_matrix"]), dtype=np.float64)
+    rule = json.loads(props["dermlit.referral"])
+    p = np.asarray(probs, dtype=np.float64)
+    assert classes == list(CLASSES) and p.shape[1] == len(classes)
+    score = {"confidence": lambda: p.max(1), "expected_cost": lambda: (p @ cost).min(1)}
+    value = score[rule["score"]]()
+    refer = np.zeros(len(p), dtype=bool)
+    for target in rule["targets"]:
+        t = target["threshold"]
+        if t is None:
+            refer[:] = True
+        elif rule["refer_if"] == "<":
+            refer |= value < t
+        else:
+            assert rule["refer_if"] == ">"
+            refer |= value > t
+    return refer
+
+
+def probability_batch(path: Path, val_probs: np.ndarray, seed: int) -> np.ndarray:
+    """The file's own outputs, validation rows (each threshold is one of their scores: the
+    boundary) and Dirichlet rows from flat to peaked."""
+    rng = np.random.default_rng(seed)
+    classifier = OnnxClassifier(path)
+    outputs = classifier(rendered(4, seed, classifier.metadata.image_size))
+    fresh = [rng.dirichlet(np.full(K, a), 40) for a in (0.2, 1.0, 5.0)]
+    return np.concatenate([outputs, val_probs, *fresh])
+
+
+def test_refer_rebuilds_from_the_onnx_metadata_alone(resnet_export, referral):
+    """The ``refer`` column of ``dermlit predict`` from the file's metadata (onnxruntime's
+    map, parsed by hand) equals the run's ReferralRule; the package's own reader gives the same
+    rule, so ``refer_reason`` matches too."""
+    _, path = resnet_export
+    props = ort.InferenceSession(str(path)).get_modelmeta().custom_metadata_map
+    probs = probability_batch(path, informative_validation()[0], seed=7)
+    expected, reasons = referral.refer(probs, malignancy_cost_matrix())
+    np.testing.assert_array_equal(refer_from_props(props, probs), expected)
+    assert 0 < expected.sum() < len(expected)  # both outcomes occur
+    rebuilt = read_metadata(path).referral_rule
+    assert rebuilt == referral
+    got, got_reasons = rebuilt.refer(probs, np.asarray(read_metadata(path).cost_matrix))
+    np.testing.assert_array_equal(got, expected)
+    assert got_reasons == reasons
+
+
+def test_export_run_writes_the_runs_referral_rule(tmp_path, monkeypatch):
+    """``dermlit export`` (export_run) writes RunDecisions.referral: here the confidence score
+    with one target validation never reaches (NaN -> null: every case is referred, by reason)."""
+    from dermlit.export_cli import export_run
+
+    rng = np.random.default_rng(0)
+    val_t = np.repeat(np.arange(K), 20)
+    val_p = rng.dirichlet(np.ones(K), len(val_t))  # uninformative: mel_recall >= 0.9 unreached
+    settings = EvalSettings.defaults()
+    rule = referral_rule(val_p, val_t, settings, "confidence")
+    assert sorted(map(math.isfinite, rule.thresholds.values())) == [False, True]
+    size = 16
+    decisions = RunDecisions(
+        run_dir=tmp_path,
+        config=OmegaConf.create({}),
+        config_hash="0123456789abcdef",
+        image_size=size,
+        mean=list(MEAN),
+        std=list(STD),
+        temperature=1.0,
+        logit_bias=np.zeros(K),
+        settings=settings,
+        conformal=fit_conformal(val_p, val_t, 0.1),
+        referral=rule,
+    )
+    model = DeployableClassifier(tiny_cnn(size), size, MEAN, STD)
+    monkeypatch.setattr("dermlit.inference.run.load_decisions", lambda run_dir: decisions)
+    monkeypatch.setattr("dermlit.inference.weights.deployable_model", lambda d, device: model)
+    path = export_run(tmp_path, tmp_path / "model.onnx")
+
+    props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    stored = json.loads(props["dermlit.referral"])
+    assert stored["score"] == "confidence" and stored["refer_if"] == "<"
+    assert [t["target"] for t in stored["targets"]] == list(rule.thresholds)
+    assert [t["threshold"] is None for t in stored["targets"]] == [
+        math.isnan(v) for v in rule.thresholds.values()
+    ]
+    probs = probability_batch(path, val_p, seed=8)
+    expected, reasons = rule.refer(probs, settings.cost.matrix)
+    np.testing.assert_array_equal(refer_from_props(props, probs), expected)
+    assert expected.all()  # the unreached target refers every case ...
+    finite = next(t for t, v in rule.thresholds.items() if math.isfinite(v))
+    assert 0 < sum(f"threshold for {finite}" in r for r in reasons) < len(reasons)  # ... not only
+    got, got_reasons = OnnxClassifier(path).metadata.referral_rule.refer(
+        probs, settings.cost.matrix
+    )
+    np.testing.assert_array_equal(got, expected)
+    assert got_reasons == reasons
 
 
 def test_deployable_equals_the_classifiers_pipeline():
@@ -202,6 +332,11 @@ def test_bad_input_is_named(resnet_export, tmp_path):
     onnx.save(proto, str(plain))
     with pytest.raises(ValueError, match="not written by `dermlit export`"):
         OnnxClassifier(plain)
+    old = tmp_path / "format1.onnx"  # before dermlit.referral: re-export, not a KeyError
+    proto.metadata_props.add(key="dermlit.format_version", value="1")
+    onnx.save(proto, str(old))
+    with pytest.raises(ValueError, match="has dermlit export format 1; this dermlit reads 2"):
+        OnnxClassifier(old)
     garbage = tmp_path / "garbage.onnx"
     garbage.write_bytes(b"not a model")
     with pytest.raises(ValueError, match="not a loadable ONNX model"):
