@@ -113,7 +113,7 @@ def predict(args: argparse.Namespace) -> tuple[Path, Predictions]:
     converted = int(sum(bool(n) for n in result.notes))
     if converted:
         print(
-            f"dermlit predict: {converted} image(s) converted to RGB or turned upright (see "
+            f"dermlit predict: {converted} image(s) converted, turned upright or upscaled (see "
             "the 'note' column)"
         )
     if skipped:

@@ -117,6 +117,16 @@ def turn_note(turn: int) -> str:
     return "" if turn == 1 else f"turned upright by its EXIF orientation ({turn})"
 
 
+def size_note(stored: tuple[int, int], size: int) -> str:
+    """Said of an image whose shorter side is below the model's input: it is upscaled, so the
+    model sees interpolated detail it was never trained on (a 10x10 thumbnail, a 128x1 strip)."""
+    if min(stored) >= size:
+        return ""
+    return (
+        f"{stored[0]}x{stored[1]} px upscaled to the model's {size} px: less detail than trained on"
+    )
+
+
 def decode(path: Path, size: int) -> tuple[np.ndarray, str]:
     """uint8 RGB (size, size, 3) through ``data.cache.load_square``'s steps, and a note on a
     colour conversion (empty for RGB). Raises :class:`ImageProblem` with a one-line reason."""
@@ -125,7 +135,8 @@ def decode(path: Path, size: int) -> tuple[np.ndarray, str]:
     try:
         with Image.open(path) as img:
             turn = orientation(img)
-            note = "; ".join(n for n in (colour_note(img.mode), turn_note(turn)) if n)
+            notes = (colour_note(img.mode), turn_note(turn), size_note(img.size, size))
+            note = "; ".join(n for n in notes if n)
             img.draft("RGB", (size, size))  # as load_square: the JPEG decoder downscales
             array = np.asarray(square_crop(to_rgb(upright(img, turn)), size), dtype=np.uint8)
     except UnidentifiedImageError:

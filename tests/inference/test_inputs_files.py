@@ -115,3 +115,11 @@ def test_an_image_over_the_pixel_limit_is_a_failure_of_that_image(tmp_path, monk
         )
     assert list(bad) == ["huge"] and bad["huge"].startswith("DecompressionBombError")
     assert array[0].any()
+
+
+def test_an_image_smaller_than_the_input_is_noted(tmp_path) -> None:
+    Image.fromarray(asymmetric(10, 12)).save(tmp_path / "thumb.png")
+    pixels, note = decode(tmp_path / "thumb.png", 16)
+    assert pixels.shape == (16, 16, 3)
+    assert note == "12x10 px upscaled to the model's 16 px: less detail than trained on"
+    assert decode(tmp_path / "thumb.png", 10)[1] == ""
