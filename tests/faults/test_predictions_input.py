@@ -86,11 +86,11 @@ def test_a_file_of_logits_needs_predictions_are_logits(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"give predictions_are=logits"):
         read_predictions(path)
     _, probs, targets = read_predictions(path, predictions_are="logits")
-    np.testing.assert_allclose(probs, softmax(np.round(z, 6), axis=1), atol=1e-12)
+    np.testing.assert_allclose(probs, softmax(z, axis=1), atol=1e-12)  # the file is exact
     np.testing.assert_array_equal(targets, t)
     # dermlit-eval keeps them as logits (temperature scaling works on the real ones)
     outputs = SplitOutputs.from_predictions(path, "logits")
-    np.testing.assert_allclose(outputs.logits, np.round(z, 6), atol=1e-12)
+    np.testing.assert_allclose(outputs.logits, z, atol=1e-12)
     # probabilities declared as logits would be softmaxed twice: refused
     write(tmp_path / "probs.csv", softmax(z, 1), t)
     with pytest.raises(ValueError, match="every row is a probability vector"):
@@ -110,11 +110,11 @@ def test_dermlit_eval_refuses_then_evaluates_logits(tmp_path: Path, capsys) -> N
     assert "predictions_are=logits" in err
     assert run_in_process(main, "dermlit-eval", *args, "predictions_are=logits") == 0
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    pred = np.round(z, 6).argmax(1)
+    pred = z.argmax(1)
     assert metrics["test/accuracy"] == pytest.approx(accuracy_score(t, pred))
     assert metrics["test/balanced_accuracy"] == pytest.approx(balanced_accuracy_score(t, pred))
     _, written, _ = read_predictions(tmp_path / "out" / "predictions.csv")  # as probabilities
-    np.testing.assert_allclose(written, softmax(np.round(z, 6), axis=1), atol=2e-6)
+    np.testing.assert_allclose(written, softmax(z, axis=1), atol=1e-12)
     # a missing file is named too (today: pandas' FileNotFoundError traceback)
     missing = [f"predictions={tmp_path}/nope.csv", *args[1:2], f"output_dir={tmp_path}/out2"]
     status = run_in_process(main, "dermlit-eval", *missing)
