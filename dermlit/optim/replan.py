@@ -53,6 +53,10 @@ PROGRESS_KEYS = frozenset(
         "_get_lr_called_within_step",
         "_is_initial",
         "verbose",
+        # CosineAnnealingWarmRestarts: the epoch within the cycle and the cycle's length, both
+        # moved by stepping (a plain resume mid-cycle was refused as "changes the schedule")
+        "T_cur",
+        "T_i",
     }
 )
 

@@ -109,3 +109,30 @@ def test_lightning_restores_the_checkpoints_lr_which_optimizer_changes_names(tmp
     assert optimizer_changes(groups, rule(0.1).optimizer) == {}
     sgd_changes = optimizer_changes(groups, functools.partial(torch.optim.SGD, lr=0.1))
     assert sgd_changes["betas"] == ((0.9, 0.999), None)
+
+
+def test_a_restarting_cosine_resumes_mid_cycle_and_a_changed_cycle_is_still_refused() -> None:
+    """``T_cur`` and ``T_i`` are progress: a restored CosineAnnealingWarmRestarts mid-cycle
+    looked changed, so every plain resume of ``optim=adamw_restarts`` off a cycle boundary
+    was refused. A changed ``T_0`` is a changed plan, and it has no closed form: refused."""
+    import functools
+
+    import torch
+    from torch.optim.lr_scheduler import CosineAnnealingWarmRestarts
+
+    from dermlit.optim.replan import replan
+
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.AdamW([param], lr=1e-3)
+    make = functools.partial(CosineAnnealingWarmRestarts, T_0=3)
+    scheduler = make(optimizer)
+    for _ in range(4):  # into the second cycle, off its boundary
+        optimizer.step()
+        scheduler.step()
+    lr = optimizer.param_groups[0]["lr"]
+    assert replan(scheduler, make) is False
+    assert optimizer.param_groups[0]["lr"] == lr and scheduler.T_cur == 1
+    with pytest.raises(
+        ValueError, match=r"changes the LR schedule \(CosineAnnealingWarmRestarts: \['T_0'"
+    ):
+        replan(scheduler, functools.partial(CosineAnnealingWarmRestarts, T_0=4))
