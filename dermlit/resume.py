@@ -188,6 +188,16 @@ def refuse_ignored_optimizer_changes(overrides: Sequence[str]) -> None:
     changes = optimizer_changes(groups, make_optimizer)
     if not changes:
         return
+    missing = sorted(k for k, (old, new) in changes.items() if old is None or new is None)
+    if missing:  # settings one of the two optimizers does not have: another optimizer class
+        target = str(cfg.optim.optimizer.get("_target_", "?")).rsplit(".", 1)[-1]
+        raise ResumeError(
+            f"continuing from {ckpt[-1]} would change the optimizer to {target}, whose settings "
+            f"differ from the checkpoint's optimizer's ({', '.join(missing)}), but Lightning "
+            "restores the checkpoint's optimizer state: keep the run's own optim (drop the "
+            "optim= change), or start a new run (without resume= or ckpt_path=) to train with "
+            f"{target}"
+        )
     listed = ", ".join(
         f"optim.optimizer.{k} {_hydra(old)} -> {_hydra(new) if new is not None else '(none)'}"
         for k, (old, new) in sorted(changes.items())
