@@ -40,7 +40,7 @@ def export_run(run_dir: Path, out: Path | None = None) -> Path:
         decisions.config_hash,
         decisions.conformal,
         decisions.settings.cost.name,
-        referral=decisions.referral,
+        referral=decisions.referral.to_dict(),
     )
     out = out or Path(run_dir) / "export" / "model.onnx"
     try:

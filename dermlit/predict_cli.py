@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dermlit.data.sources.folder import skipped_message
 from dermlit.errors import InputError, exit_with
 from dermlit.inference.inputs import list_inputs
 from dermlit.inference.predictor import EagerRunner, OnnxRunner, Predictions, predict_images
@@ -117,11 +118,7 @@ def predict(args: argparse.Namespace) -> tuple[Path, Predictions]:
             "the 'note' column)"
         )
     if skipped:
-        shown = ", ".join(f"{name} ({why})" for name, why in skipped[:10])
-        print(
-            f"dermlit predict: {len(skipped)} entr(ies) of {args.input} not read as images "
-            f"and not in {args.out}: {shown}{' ...' if len(skipped) > 10 else ''}"
-        )
+        print(f"dermlit predict: {skipped_message(args.input, skipped)}; not in {args.out}")
     n_ok = int(np.isfinite(result.probs[:, 0]).sum())
     print(f"dermlit predict: {n_ok} of {len(items)} image(s) predicted -> {args.out}")
     return args.out, result

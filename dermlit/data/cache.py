@@ -93,12 +93,14 @@ def upright(img: Image.Image, turn: int | None = None) -> Image.Image:
     cameras and dermatoscope apps store the pixels sideways and set it, so without this a model
     was trained on, or predicted, the image sideways or mirrored where the clinician saw it
     upright. Pillow's ``ImageOps.exif_transpose`` does the turn."""
-    turn = orientation(img) if turn is None else turn
+    own = orientation(img)
+    turn = own if turn is None else turn
     if turn == 1:
         return img
-    tagged = img if turn == orientation(img) else img.copy()
-    tagged.getexif()[EXIF_ORIENTATION] = turn
-    return ImageOps.exif_transpose(tagged)
+    if turn != own:  # exif_transpose reads the tag: give the copy the other image's
+        img = img.copy()
+        img.getexif()[EXIF_ORIENTATION] = turn
+    return ImageOps.exif_transpose(img)
 
 
 def decoded_size(path: str | os.PathLike, size: int) -> tuple[int, int]:

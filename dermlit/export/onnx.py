@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -28,9 +26,6 @@ import torch
 from dermlit.constants import CLASSES
 from dermlit.evaluation.conformal import ConformalThresholds
 from dermlit.export.deployable import DeployableClassifier
-
-if TYPE_CHECKING:  # dermlit.inference.run imports this module
-    from dermlit.inference.run import ReferralRule
 
 #: Bumped when the meaning of the inputs, outputs or metadata changes (2: ``dermlit.referral``).
 FORMAT_VERSION = 2
@@ -41,23 +36,6 @@ INPUT_DOC = (
     "uint8 RGB (N, S, S, 3): the image's shorter side resized to S (bilinear) and centre-cropped "
     "to a square, as dermlit's image cache does"
 )
-
-
-#: ``dermlit.referral``'s ``refer_if`` per score: refer when the score is below / above a threshold
-REFER_IF = {"confidence": "<", "expected_cost": ">"}
-
-
-def referral_to_dict(rule: ReferralRule) -> dict:
-    """``ReferralRule`` -> the JSON of ``dermlit.referral`` (NaN thresholds as null)."""
-    if rule.score not in REFER_IF:
-        raise ValueError(f"referral score must be one of {sorted(REFER_IF)}, got {rule.score!r}")
-    targets = []
-    for target, threshold in rule.thresholds.items():
-        value = float(threshold)
-        if math.isinf(value):
-            raise ValueError(f"referral threshold for {target!r} is infinite")
-        targets.append({"target": str(target), "threshold": None if math.isnan(value) else value})
-    return {"score": rule.score, "refer_if": REFER_IF[rule.score], "targets": targets}
 
 
 def config_hash(config: Mapping) -> str:
@@ -99,7 +77,7 @@ class ExportMetadata:
     cost_name: str
     cost_matrix: list[list[float]]  # [true, decided], in ``classes`` order
     conformal: dict | None  # ConformalThresholds.to_dict()
-    referral: dict | None  # referral_to_dict(ReferralRule), see above; None: built without one
+    referral: dict | None  # ReferralRule.to_dict(), see above; None: built without one
     config_hash: str
 
     def props(self) -> dict[str, str]:
@@ -127,21 +105,6 @@ class ExportMetadata:
     def thresholds(self) -> ConformalThresholds | None:
         return None if self.conformal is None else ConformalThresholds.from_dict(self.conformal)
 
-    @property
-    def referral_rule(self) -> ReferralRule | None:
-        """The run's referral rule, as ``RunDecisions.referral`` (null thresholds -> NaN)."""
-        from dermlit.inference.run import ReferralRule
-
-        if self.referral is None:
-            return None
-        return ReferralRule(
-            self.referral["score"],
-            {
-                t["target"]: math.nan if t["threshold"] is None else float(t["threshold"])
-                for t in self.referral["targets"]
-            },
-        )
-
     def require_run(self, expected_hash: str, source: str = "the ONNX file") -> None:
         """Refuse a file exported from another run (or another config of the same run)."""
         if self.config_hash != expected_hash:
@@ -157,11 +120,11 @@ def build_metadata(
     config_hash: str,
     conformal: ConformalThresholds | None = None,
     cost_name: str = "custom",
-    referral: ReferralRule | None = None,
+    referral: dict | None = None,
 ) -> ExportMetadata:
     """Metadata from the model itself (size, normalisation, temperature, bias, TTA) and the
     run's decision data (cost matrix ``[true, decided]`` in CLASSES order, conformal sets,
-    referral rule: ``RunDecisions.referral``)."""
+    referral rule: ``RunDecisions.referral.to_dict()``)."""
     cost = np.asarray(cost_matrix, dtype=np.float64)
     if cost.shape != (len(CLASSES), len(CLASSES)) or not np.isfinite(cost).all():
         raise ValueError(f"cost_matrix must be finite {len(CLASSES)}x{len(CLASSES)}: {cost.shape}")
@@ -178,7 +141,7 @@ def build_metadata(
         cost_name=cost_name,
         cost_matrix=cost.tolist(),
         conformal=None if conformal is None else conformal.to_dict(),
-        referral=None if referral is None else referral_to_dict(referral),
+        referral=None if referral is None else dict(referral),
         config_hash=str(config_hash),
     )
 

@@ -79,6 +79,34 @@ class ReferralRule:
     score: str
     thresholds: dict[str, float]
 
+    #: per score, how a case is past a threshold (``refer_if`` of :meth:`to_dict`)
+    REFER_IF = {"confidence": "<", "expected_cost": ">"}
+
+    def to_dict(self) -> dict:
+        """The rule as JSON (``dermlit.referral`` of an ONNX export; NaN thresholds as null)."""
+        if self.score not in self.REFER_IF:
+            raise ValueError(
+                f"referral score must be one of {sorted(self.REFER_IF)}: {self.score!r}"
+            )
+        targets = []
+        for target, threshold in self.thresholds.items():
+            value = float(threshold)
+            if math.isinf(value):
+                raise ValueError(f"referral threshold for {target!r} is infinite")
+            targets.append(
+                {"target": str(target), "threshold": None if math.isnan(value) else value}
+            )
+        return {"score": self.score, "refer_if": self.REFER_IF[self.score], "targets": targets}
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> ReferralRule:
+        """:meth:`to_dict`'s inverse (null thresholds -> NaN)."""
+        thresholds = {
+            t["target"]: math.nan if t["threshold"] is None else float(t["threshold"])
+            for t in data["targets"]
+        }
+        return cls(str(data["score"]), thresholds)
+
     def refer(self, probs: np.ndarray, cost: np.ndarray) -> tuple[np.ndarray, list[str]]:
         p = np.asarray(probs, dtype=np.float64)
         if self.score == "confidence":

@@ -114,7 +114,7 @@ def resnet_export(tmp_path_factory, referral) -> tuple[DeployableClassifier, Pat
         config_hash({"model": "resnet18", "seed": 0}),
         fit_conformal(val_p, val_t, 0.1),
         cost_name="malignancy",
-        referral=referral,
+        referral=referral.to_dict(),
     )
     path = export_onnx(model, tmp_path_factory.mktemp("onnx") / "model.onnx", meta)
     return model, path
@@ -215,7 +215,7 @@ def test_refer_rebuilds_from_the_onnx_metadata_alone(resnet_export, referral):
     expected, reasons = referral.refer(probs, malignancy_cost_matrix())
     np.testing.assert_array_equal(refer_from_props(props, probs), expected)
     assert 0 < expected.sum() < len(expected)  # both outcomes occur
-    rebuilt = read_metadata(path).referral_rule
+    rebuilt = ReferralRule.from_dict(read_metadata(path).referral)
     assert rebuilt == referral
     got, got_reasons = rebuilt.refer(probs, np.asarray(read_metadata(path).cost_matrix))
     np.testing.assert_array_equal(got, expected)
@@ -265,7 +265,7 @@ def test_export_run_writes_the_runs_referral_rule(tmp_path, monkeypatch):
     assert expected.all()  # the unreached target refers every case ...
     finite = next(t for t, v in rule.thresholds.items() if math.isfinite(v))
     assert 0 < sum(f"threshold for {finite}" in r for r in reasons) < len(reasons)  # ... not only
-    got, got_reasons = OnnxClassifier(path).metadata.referral_rule.refer(
+    got, got_reasons = ReferralRule.from_dict(OnnxClassifier(path).metadata.referral).refer(
         probs, settings.cost.matrix
     )
     np.testing.assert_array_equal(got, expected)

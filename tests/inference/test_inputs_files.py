@@ -84,7 +84,7 @@ def test_a_folder_names_and_counts_what_it_does_not_read(tmp_path, capsys, caplo
     with caplog.at_level(logging.WARNING):
         df, _ = FolderSource(folder).load()
     assert df["image_id"].tolist() == ["a", "b", "c", "f"]
-    assert "3 entr(ies) not read as images" in caplog.text
+    assert f"{folder}: entries not read as images: 3 (d.gif" in caplog.text
     assert "d.gif (suffix .gif is not an image's)" in caplog.text
 
 

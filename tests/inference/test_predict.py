@@ -138,7 +138,13 @@ def test_bad_images_are_listed_converted_and_shown(run, tmp_path: Path, capsys) 
         assert float(table.loc["rgba.png", col]) == pytest.approx(
             float(table.loc["ok.jpg", col]), abs=0.05
         )
-    assert "1 image(s) could not be read (broken.jpg)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "1 image(s) could not be read (broken.jpg)" in printed
+    # the folder's text files are not predicted: named, not dropped without a word
+    assert (
+        f"{folder}: entries not read as images: 1 (readme.txt (suffix .txt is not an image"
+        in printed
+    )
     page = gallery.read_text()
     assert page.count('class="card') == 4 and page.count("data:image/jpeg;base64,") == 3
     assert page.count('class="top3"') == 3 and "not an image PIL can read" in page

@@ -28,9 +28,11 @@ class FolderListing:
     images: list[Path]
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (name below root, why)
 
-    def skipped_message(self, root: Path) -> str:
-        shown = [f"{name} ({why})" for name, why in self.skipped]
-        return f"{root}: {len(self.skipped)} entr(ies) not read as images: {describe_ids(shown)}"
+
+def skipped_message(root: str | os.PathLike, skipped: list[tuple[str, str]]) -> str:
+    """``ROOT: entries not read as images: 3 (d.gif (why), ...)``: predict prints it, eval logs it."""
+    shown = [f"{name} ({why})" for name, why in skipped]
+    return f"{root}: entries not read as images: {describe_ids(shown)}"
 
 
 def list_image_files(root: Path, recursive: bool = False) -> FolderListing:
@@ -75,7 +77,7 @@ class FolderSource:
         if not paths:
             raise DataNotFound(f"no {'/'.join(IMAGE_SUFFIXES)} image in {self.root}")
         if listing.skipped:
-            log.warning("%s", listing.skipped_message(self.root))
+            log.warning("%s", skipped_message(self.root, listing.skipped))
         # the path below root without suffix: unique in sub-folders, the plain stem otherwise
         ids = [p.relative_to(self.root).with_suffix("").as_posix() for p in paths]
         df = pd.DataFrame(
